@@ -1,0 +1,239 @@
+"""One training epoch, one evaluation pass and the checkpoint dict of the speech encoder (SPEC §7, §9).
+
+No argparse and no files here beyond the checkpoint writer; the stage script wires these together.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from Audio_to_Image.losses import LossWeights, encoder_loss
+from Audio_to_Image.speech_encoder import CNNRNN, encoder_steps
+from s2i.checkpoints import atomic_link, atomic_save
+from s2i.metrics.retrieval import speech_encoder_metrics
+
+CHECKPOINT_FORMAT = "s2i.speech_encoder.v1"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term became NaN or inf; training stops and the last checkpoint on disk is kept."""
+
+
+def unwrap(model: torch.nn.Module) -> CNNRNN:
+    return model.module if hasattr(model, "module") else model
+
+
+def _forward(model: torch.nn.Module, batch: dict, device: torch.device) -> tuple[torch.Tensor, ...]:
+    spec = batch["spec"].to(device, non_blocking=True)
+    steps = encoder_steps(batch["n_frames"], unwrap(model).steps_for(spec.shape[-1]))
+    _, a = model(spec, steps)
+    v = batch["image_feat"].to(device, non_blocking=True)
+    y = batch["label"].to(device, non_blocking=True)
+    return a, v, y
+
+
+class _Averages:
+    """Count-weighted running means of the logged scalars (the original's end-of-epoch line)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = defaultdict(float)
+        self.count = 0
+
+    def add(self, values: dict[str, float], n: int) -> None:
+        for k, v in values.items():
+            self.sums[k] += float(v) * n
+        self.count += n
+
+    def means(self) -> dict[str, float]:
+        return {k: s / max(self.count, 1) for k, s in self.sums.items()}
+
+
+def _format(values: dict[str, float]) -> str:
+    return (
+        f"loss {values['loss']:.4f} (jel {values['jel']:.4f}, l1 {values['l1']:.5f}, "
+        f"distill {values['distill']:.6f}) accu {values['accu']:.2f}"
+    )
+
+
+def train_one_epoch(
+    model: torch.nn.Module,
+    loader: torch.utils.data.DataLoader,
+    optimizer: torch.optim.Optimizer,
+    weights: LossWeights,
+    device: torch.device,
+    *,
+    epoch: int,
+    num_epochs: int,
+    print_every: int,
+    log: Callable[[str], None],
+    show_progress: bool,
+    global_step: int = 0,
+) -> dict[str, float]:
+    """One pass over ``loader``; returns the epoch's averaged loss terms, accuracy and grad_mean."""
+    model.train()
+    avg = _Averages()
+    start = time.time()
+    n_iter = len(loader)
+    bar = tqdm(loader, desc=f"epoch {epoch:04d}/{num_epochs:04d}", disable=not show_progress, leave=False,
+               mininterval=1.0, dynamic_ncols=True)
+    for it, batch in enumerate(bar):
+        a, v, y = _forward(model, batch, device)
+        a.retain_grad()
+        loss, terms = encoder_loss(a, v, y, weights)
+        _check_finite(loss, terms, epoch, it)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        grad_mean = a.grad.abs().mean().item() if a.grad is not None else 0.0
+        values = {"loss": loss.item(), **{k: t.item() for k, t in terms.items()}, "grad_mean": grad_mean}
+        avg.add(values, y.shape[0])
+        global_step += 1
+        if print_every and global_step % print_every == 0:
+            log(f"epoch {epoch:04d}/{num_epochs:04d} iter [{it + 1:05d}/{n_iter:05d}] train "
+                f"{_format(values)} grad_mean {grad_mean:.3e}")
+    out = avg.means()
+    out["seconds"] = time.time() - start
+    return out
+
+
+def _check_finite(loss: torch.Tensor, terms: dict[str, torch.Tensor], epoch: int, it: int) -> None:
+    if torch.isfinite(loss):
+        return
+    bad = [k for k, t in terms.items() if not torch.isfinite(t)] or ["total"]
+    raise NonFiniteLossError(
+        f"non-finite loss at epoch {epoch}, iteration {it}: term(s) {', '.join(bad)} = "
+        f"{[float(terms.get(k, loss)) for k in bad]}; training stopped, the last checkpoint on disk is kept"
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module, loader: torch.utils.data.DataLoader, weights: LossWeights, device: torch.device,
+    *, k: int = 50, show_progress: bool = False,
+) -> dict[str, float]:
+    """Validation loss and the retrieval metrics of SPEC §9 plus class-level R@K and mAP.
+
+    One caption and one view per test image, drawn by the dataset's seeded choices, so every
+    evaluation of a run sees the same pairs (the original re-drew them each time).
+    """
+    net = unwrap(model)
+    net.eval()
+    avg = _Averages()
+    embs, feats, labels = [], [], []
+    for batch in tqdm(loader, desc="eval", disable=not show_progress, leave=False):
+        a, v, y = _forward(net, batch, device)
+        loss, terms = encoder_loss(a, v, y, weights)
+        avg.add({"loss": loss.item(), **{kk: t.item() for kk, t in terms.items()}}, y.shape[0])
+        embs.append(a.float().cpu().numpy())
+        feats.append(v.float().cpu().numpy())
+        labels.append(y.cpu().numpy())
+    labels = np.concatenate(labels)
+    # precision@k needs k images; a test split smaller than k (a toy set) is scored at its size.
+    k = min(k, len(labels))
+    metrics = speech_encoder_metrics(np.concatenate(feats), np.concatenate(embs), labels, k=k)
+    out = {f"val_{kk}": vv for kk, vv in avg.means().items()}
+    out.update(metrics)
+    out["precision_k"] = k
+    out["num_classes"] = int(len(np.unique(labels)))
+    return out
+
+
+def rng_state() -> dict[str, Any]:
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    if not state:
+        return
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def checkpoint_dict(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    *,
+    epoch: int,
+    model_args: dict,
+    frontend: dict,
+    config: dict,
+    metrics: dict | None,
+    best_accu: float,
+) -> dict[str, Any]:
+    """One dict: a superset of the original ``{'meta': {'epoch'}, 'state_dict'}`` (SPEC §7.4)."""
+    state = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "meta": {"epoch": epoch},
+        "state_dict": state,
+        "epoch": epoch,
+        "model_args": model_args,
+        "frontend": frontend,
+        "config": config,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "metrics": metrics or {},
+        "best_accu": best_accu,
+        "rng": _plain_rng(rng_state()),
+    }
+
+
+def _plain_rng(state: dict[str, Any]) -> dict[str, Any]:
+    """RNG states as tensors and lists only, so ``torch.load(weights_only=True)`` accepts them."""
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    version, internal, gauss_py = state["python"]
+    return {
+        "torch": state["torch"],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+        "python": [int(version), list(internal), gauss_py],
+    }
+
+
+def restore_rng(plain: dict[str, Any] | None) -> None:
+    if not plain:
+        return
+    kind, keys, pos, has_gauss, gauss = plain["numpy"]
+    version, internal, gauss_py = plain["python"]
+    set_rng_state({
+        "torch": plain["torch"],
+        "numpy": (kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss),
+        "python": (version, tuple(internal), gauss_py),
+    })
+
+
+def save_checkpoints(ckpt: dict[str, Any], run_dir: Path, *, eval_epoch: bool, is_best: bool) -> None:
+    """``latest.pth`` every epoch; ``epoch_N.pth`` at evaluation epochs; ``best.pth`` when accu improved.
+
+    ``latest.pth`` is written atomically; the others are hard links to it (copies where links fail), so
+    no file is ever half-written and the three cost the disk space of one.
+    """
+    latest = run_dir / "latest.pth"
+    atomic_save(ckpt, latest)
+    if eval_epoch:
+        atomic_link(latest, run_dir / f"epoch_{ckpt['epoch']}.pth")
+    if is_best:
+        atomic_link(latest, run_dir / "best.pth")
+
+
+def lr_of(optimizer: torch.optim.Optimizer) -> float:
+    return float(optimizer.param_groups[0]["lr"])
+
+
+def is_better(accu: float, best: float) -> bool:
+    return not math.isnan(accu) and accu > best

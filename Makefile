@@ -1,0 +1,46 @@
+# One entry point per job. `make test` and `make demo` install everything they need first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# Debian programs the pipeline calls: espeak-ng speaks the captions (TTS stage), sox converts audio.
+DEB_PACKAGES := espeak-ng sox
+STAMP := $(VENV)/.installed
+
+.PHONY: install deb test demo lint bench clean-venv
+
+install: $(STAMP) deb
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+# Installs the Debian packages that are missing, when we are root; otherwise says what is missing.
+deb:
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian packages:$$missing"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	else \
+		echo "warning: Debian packages missing:$$missing (install them; tests that need them are skipped)"; \
+	fi
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+# Until the offline end-to-end demo lands, the demo trains the speech encoder on a generated toy set.
+demo: install
+	$(PY) benchmarks/../Audio_to_Image/make_toy_dataset.py --out data/toy
+	$(PY) Audio_to_Image/train_audio_encoder.py --config cfg/toy_speech_encoder.yml
+
+bench: install
+	$(PY) benchmarks/speech_encoder_epoch.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,85 @@
+"""Process-group set-up for torchrun launches, and a check that replicas stayed identical.
+
+torchrun sets ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``; a plain ``python script.py`` has none of
+them and runs as a single process without a process group. gloo on CPU, NCCL on CUDA.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` → CUDA when available, else CPU. Asking for CUDA on a machine without it is an error."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device here (use --device cpu)")
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    if name == "cpu":
+        return torch.device("cpu")
+    raise ValueError(f"--device must be auto, cpu or cuda, got {name!r}")
+
+
+def init_distributed(device: str = "auto", local_rank_flag: int = 0) -> DistInfo:
+    """Joins the process group when launched by torchrun (env://), else returns a single-process info."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", local_rank_flag))
+    dev = resolve_device(device, local_rank)
+    if world_size > 1 and not dist.is_initialized():
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    return DistInfo(rank=rank, local_rank=local_rank, world_size=world_size, device=dev)
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def cleanup() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def parameter_fingerprint(module: torch.nn.Module) -> str:
+    """SHA-256 over every parameter and buffer, in state_dict order: equal iff the weights are bit-identical."""
+    h = hashlib.sha256()
+    for key, tensor in module.state_dict().items():
+        h.update(key.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def gather_fingerprints(module: torch.nn.Module) -> list[str]:
+    """Every rank's :func:`parameter_fingerprint` (a one-element list without a process group)."""
+    mine = parameter_fingerprint(module)
+    if not (dist.is_available() and dist.is_initialized()):
+        return [mine]
+    out: list[str | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, mine)
+    return [str(x) for x in out]
