@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -127,7 +128,12 @@ def _apply(cfg: Any, updates: dict[str, Any], where: str, prefix: str = "") -> A
         elif known[key].metadata.get("choices") and value not in known[key].metadata["choices"]:
             raise ConfigError(f"{where}: '{dotted}' must be one of {known[key].metadata['choices']}, got {value!r}")
         changes[key] = value
-    return dataclasses.replace(cfg, **changes)
+    try:
+        return dataclasses.replace(cfg, **changes)
+    except ConfigError:
+        raise
+    except ValueError as exc:  # a nested block's own __post_init__ check (e.g. FrontEndConfig)
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def _nest(flat: dict[str, Any]) -> dict[str, Any]:
@@ -141,13 +147,24 @@ def _nest(flat: dict[str, Any]) -> dict[str, Any]:
     return nested
 
 
+class _YamlLoader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-3`` as a float, as YAML 1.2 does (PyYAML's 1.1 rules need a dot)."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Reads a YAML mapping safely; errors name the file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_YamlLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {exc}".replace("\n", " ")) from None
     if data is None:

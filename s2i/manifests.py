@@ -77,6 +77,14 @@ def _need(entry: dict, key: str, where: str) -> Any:
     return entry[key]
 
 
+def _str_list(entry: dict, key: str, where: str, required: bool = True) -> tuple[str, ...]:
+    """A list of strings; a bare string is an error rather than a tuple of its characters."""
+    value = _need(entry, key, where) if required else entry.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ManifestError(f"{where}: '{key}' must be a list of strings, found {type(value).__name__}")
+    return tuple(value)
+
+
 def _parse_item(dataset: str, entry: dict, where: str) -> ManifestItem:
     if not isinstance(entry, dict):
         raise ManifestError(f"{where}: expected an object, found {type(entry).__name__}")
@@ -87,8 +95,8 @@ def _parse_item(dataset: str, entry: dict, where: str) -> ManifestItem:
             label = int(cls.split(".")[0]) - 1
         except ValueError:
             raise ManifestError(f"{where}: class {cls!r} is not of the form 'NNN.Name'") from None
-        captions = tuple(entry.get("text", ()))
-        audio = tuple(_need(entry, "audio", where))
+        captions = _str_list(entry, "text", where, required=False)
+        audio = _str_list(entry, "audio", where)
     elif dataset == "flowers":
         image = _need(entry, "img", where)
         cls = str(_need(entry, "class", where))
@@ -96,8 +104,8 @@ def _parse_item(dataset: str, entry: dict, where: str) -> ManifestItem:
             label = int(cls) - 1
         except ValueError:
             raise ManifestError(f"{where}: class {cls!r} is not an integer string like '17'") from None
-        captions = tuple(entry.get("text", ()))
-        audio = tuple(_need(entry, "wav", where))
+        captions = _str_list(entry, "text", where, required=False)
+        audio = _str_list(entry, "wav", where)
     elif dataset == "places":
         image = str(_need(entry, "image", where))[2:]  # 'b/bedroom/x.jpg' → 'bedroom/x.jpg'
         cls = image.split("/")[0]
