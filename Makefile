@@ -35,9 +35,12 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 # Until the offline end-to-end demo lands, the demo trains the speech encoder on a generated toy set.
+# Each demo run gets its own folder, so an earlier one is never overwritten.
+DEMO_RUN := output/Audio_to_Image/log/toy_demo_$(shell date +%Y%m%d_%H%M%S)
 demo: install
-	$(PY) benchmarks/../Audio_to_Image/make_toy_dataset.py --out data/toy
-	$(PY) Audio_to_Image/train_audio_encoder.py --config cfg/toy_speech_encoder.yml
+	test -f data/toy/train.json || $(PY) -m s2i.synthetic --out data/toy
+	$(PY) Audio_to_Image/train_audio_encoder.py --config Audio_to_Image/cfg/toy.yml --output_dir $(DEMO_RUN)
+	@echo "demo run folder: $(DEMO_RUN) (metrics.jsonl, log.txt, latest.pth, best.pth)"
 
 bench: install
 	$(PY) benchmarks/speech_encoder_epoch.py

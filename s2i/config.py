@@ -93,7 +93,9 @@ def _flat_fields(cls: type, prefix: str = "") -> list[tuple[str, dataclasses.Fie
 
 def build_parser(cls: type, description: str) -> argparse.ArgumentParser:
     """One flag per leaf field of ``cls``; defaults are suppressed so explicit flags can be told apart."""
-    parser = argparse.ArgumentParser(description=description, argument_default=argparse.SUPPRESS)
+    # allow_abbrev=False: a misspelt flag must be an error, not a silent match of a longer one.
+    parser = argparse.ArgumentParser(description=description, argument_default=argparse.SUPPRESS,
+                                     allow_abbrev=False)
     parser.add_argument("--config", metavar="FILE", help="YAML file of settings, applied over the defaults")
     for name, f, owner in _flat_fields(cls):
         base, optional = _field_type(owner, f)

@@ -116,6 +116,8 @@ def _parse_item(dataset: str, entry: dict, where: str) -> ManifestItem:
         audio = (str(_need(entry, "wav", where))[5:],)  # 'wavs/NN/utt.wav' → 'NN/utt.wav'
     else:
         raise ManifestError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
+    if label < 0:
+        raise ManifestError(f"{where}: class {cls!r} gives a negative label; classes are numbered from 1")
     if isinstance(audio, str) or not audio or not all(isinstance(a, str) for a in audio):
         raise ManifestError(f"{where}: expected a non-empty list of audio paths")
     return ManifestItem(image=str(image), label=label, class_name=cls, captions=captions, audio=audio)
