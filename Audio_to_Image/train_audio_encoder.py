@@ -180,7 +180,7 @@ def _resume(cfg, model, optimizer, scheduler, log) -> tuple[int, float]:
         # The authors' format has weights only: the optimizer starts fresh and the LR schedule is
         # fast-forwarded to where that epoch left it (the original restarted it at the initial LR).
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
             for _ in range(epoch + 1):
                 scheduler.step()
         log(f"resuming from an original-format checkpoint: fresh optimizer, learning rate {lr_of(optimizer):g}")
