@@ -111,3 +111,51 @@ def test_torchrun_two_processes_end_with_identical_weights(toy_dataset, tmp_path
     fps = summary["replica_fingerprints"]
     assert len(fps) == 2 and fps[0] == fps[1]
     assert (out / "latest.pth").is_file() and (tmp_path / "logs" / "log.txt").is_file()
+
+
+def test_non_finite_loss_stops_with_the_term_and_keeps_the_last_checkpoint(toy_dataset, tmp_path, monkeypatch):
+    from Audio_to_Image import trainer
+
+    out = tmp_path / "run"
+    train_audio_encoder.main(train_args(toy_dataset, out, "--epoch", "1"))
+    good = (out / "latest.pth").read_bytes()
+    real = trainer.encoder_loss
+
+    def nan_l1(a, v, y, w):
+        total, terms = real(a, v, y, w)
+        terms["l1"] = torch.tensor(float("nan"))
+        return total + terms["l1"], terms
+
+    monkeypatch.setattr(trainer, "encoder_loss", nan_l1)
+    with pytest.raises(trainer.NonFiniteLossError, match=r"epoch 1, iteration 0: term\(s\) l1"):
+        train_audio_encoder.main(train_args(toy_dataset, out, "--epoch", "2", "--resume", str(out / "latest.pth")))
+    assert (out / "latest.pth").read_bytes() == good
+
+
+def test_tensorboard_gets_the_train_and_test_scalars(toy_dataset, tmp_path, monkeypatch):
+    logged = []
+
+    class Recorder:
+        def add_scalar(self, tag, value, step):
+            logged.append((tag, step))
+
+        def close(self):
+            logged.append(("closed", -1))
+
+    monkeypatch.setattr(train_audio_encoder, "tensorboard_writer", lambda path, enabled: Recorder() if enabled else None)
+    train_audio_encoder.main(train_args(toy_dataset, tmp_path / "run", "--epoch", "2", "--eval_every", "1"))
+    tags = {t for t, _ in logged}
+    assert {"train/loss", "train/jel", "test/accu", "test/ap12", "test/s2i_R1", "closed"} <= tags
+    assert sorted({s for t, s in logged if t == "test/accu"}) == [0, 1]
+
+
+def test_command_line_errors_are_one_line_without_traceback(toy_dataset, tmp_path):
+    script = REPO / "Audio_to_Image" / "train_audio_encoder.py"
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"audio_base_path": ".", "data": [{"image": "a.jpg", "class": "001.A", "audio": "x.wav"}]}')
+    proc = subprocess.run([PYTHON, str(script), "--train_json", str(bad), "--test_json", str(bad),
+                           "--output_dir", str(tmp_path / "r"), "--no-progress"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {bad} item 0: 'audio' must be a list")
