@@ -52,6 +52,16 @@ class Manifest:
     def audio_path(self, index: int, caption: int) -> Path:
         return self.audio_base_path / self.items[index].audio[caption]
 
+    def image_path(self, index: int) -> Path:
+        """``image_base_path / image``. The original's feature script joined ``image_base_path/images/image``
+        instead (SPEC §14 #20); where only that file exists, it is used, so both conventions work."""
+        if self.image_base_path is None:
+            raise ManifestError(f"{self.path}: no 'image_base_path', so image files cannot be found")
+        path = self.image_base_path / self.items[index].image
+        if not path.exists() and (self.image_base_path / "images" / self.items[index].image).exists():
+            return self.image_base_path / "images" / self.items[index].image
+        return path
+
     def all_audio_paths(self) -> list[Path]:
         """Every caption's audio file, image by image, caption by caption (the extraction order, SPEC §10)."""
         return [self.audio_base_path / a for item in self.items for a in item.audio]
