@@ -166,3 +166,31 @@ def load_manifest(path: str | Path, dataset: str) -> Manifest:
         items=items,
         extra=extra,
     )
+
+
+def portable_path(path: str | Path) -> str:
+    """How a path is written into a manifest: ``./relative`` when it lies under the working directory
+    (the repository root, as the original expects), else absolute."""
+    path = Path(path).resolve()
+    try:
+        return "./" + str(path.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def write_manifest(path: str | Path, manifest: dict[str, Any]) -> None:
+    """Writes a manifest dict as JSON atomically (temporary file, then rename), keeping key order."""
+    import os
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(manifest, fh, indent=1, ensure_ascii=False)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
