@@ -54,13 +54,19 @@ class Manifest:
 
     def image_path(self, index: int) -> Path:
         """``image_base_path / image``. The original's feature script joined ``image_base_path/images/image``
-        instead (SPEC §14 #20); where only that file exists, it is used, so both conventions work."""
+        instead (SPEC §14 #20); where only that file exists, it is used, so both conventions work. Places
+        images may also sit in the Places205 layout ``base/<letter>/<class>/...`` (the letter folder that
+        the manifest's ``image[2:]`` drops is the class's first letter)."""
         if self.image_base_path is None:
             raise ManifestError(f"{self.path}: no 'image_base_path', so image files cannot be found")
-        path = self.image_base_path / self.items[index].image
-        if not path.exists() and (self.image_base_path / "images" / self.items[index].image).exists():
-            return self.image_base_path / "images" / self.items[index].image
-        return path
+        image = self.items[index].image
+        path = self.image_base_path / image
+        if path.exists():
+            return path
+        others = [self.image_base_path / "images" / image]
+        if self.dataset == "places":
+            others.append(self.image_base_path / image[0] / image)
+        return next((p for p in others if p.exists()), path)
 
     def all_audio_paths(self) -> list[Path]:
         """Every caption's audio file, image by image, caption by caption (the extraction order, SPEC §10)."""
