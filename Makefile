@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 DEB_PACKAGES := espeak-ng sox
 STAMP := $(VENV)/.installed
 
-.PHONY: install deb test demo lint bench clean-venv
+.PHONY: install deb test demo lint bench shapes clean-venv
 
 install: $(STAMP) deb
 
@@ -42,8 +42,16 @@ demo: install
 	$(PY) Audio_to_Image/train_audio_encoder.py --config Audio_to_Image/cfg/toy.yml --output_dir $(DEMO_RUN)
 	@echo "demo run folder: $(DEMO_RUN) (metrics.jsonl, log.txt, latest.pth, best.pth)"
 
-bench: install
+bench: shapes
 	$(PY) benchmarks/speech_encoder_epoch.py
+	$(PY) benchmarks/tts_throughput.py
+	$(PY) benchmarks/teacher_accuracy.py --dataset shapes
+
+# The offline shapes dataset from nothing: images and manifests, spoken captions, teacher features.
+shapes: install
+	$(PY) prepare_shapes_dataset.py
+	$(PY) Audio_to_Image/text_to_speech.py --dataset shapes --workers 2
+	$(PY) prepare_image_features.py --dataset shapes
 
 clean-venv:
 	rm -rf $(VENV)
