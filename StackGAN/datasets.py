@@ -272,12 +272,16 @@ class GanDataset(Dataset):
         others = np.flatnonzero(self.labels != label)
         return int(others[rng.integers(len(others))])
 
+    def eval_images(self, index: int) -> list[torch.Tensor]:
+        """The deterministic views of an image (centre crop, no flip), one tensor per branch."""
+        img = center_crop(self._load(index, crop_box=self.eval_bbox_crop), self.imsize)
+        return branch_tensors(img, self.branch_num, self.base_size)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.manifest.items[index]
         if not self.train:
-            img = center_crop(self._load(index, crop_box=self.eval_bbox_crop), self.imsize)
             return {
-                "imgs": branch_tensors(img, self.branch_num, self.base_size),
+                "imgs": self.eval_images(index),
                 "embeddings": torch.from_numpy(self.embeddings[index].copy()),
                 "label": item.label,
                 "index": index,

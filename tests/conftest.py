@@ -41,3 +41,49 @@ def train_args(data_root: Path, out: Path, *extra: str) -> list[str]:
 
 
 PYTHON = sys.executable
+
+
+@pytest.fixture(scope="session")
+def tiny_gan_data(tmp_path_factory) -> Path:
+    """3 classes x 6 images (a coloured square per class on grey, 80 px), 2 captions each, and 24-d
+    'speech embeddings' that carry the class, in both splits: enough for a generator to learn from."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from s2i.safe_pickle import save_pickle
+
+    root = tmp_path_factory.mktemp("gan") / "tiny"
+    (root / "images").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]
+    items = []
+    for c in range(3):
+        for i in range(6):
+            img = np.full((80, 80, 3), 120, np.uint8)
+            img[20:60, 20:60] = colours[c]
+            Image.fromarray(img).save(root / "images" / f"{c}_{i}.png")
+            items.append({"image": f"{c}_{i}.png", "class": f"{c + 1:03d}.c{c}", "text": ["x", "y"],
+                          "audio": [f"{c}_{i}_0.wav", f"{c}_{i}_1.wav"]})
+    for split in ("train", "test"):
+        (root / split).mkdir()
+        manifest = {"image_feature_path": "unused.pickle", "audio_base_path": "audio",
+                    "image_base_path": str(root / "images"), "data": items}
+        (root / f"{split}.json").write_text(json.dumps(manifest))
+        emb = np.stack([np.stack([np.repeat(np.eye(3)[c], 8) + rng.normal(0, 0.1, 24) for _ in range(2)])
+                        for c in range(3) for _ in range(6)]).astype(np.float32)
+        save_pickle(emb, root / split / "audio_features_t.pickle")
+    return root
+
+
+def gan_args(data: Path, out: Path, *extra: str) -> list[str]:
+    """A 2-branch (64/128 px) StackGAN-v2 shrunk for a CPU test: 4 steps per epoch."""
+    return [
+        "--data_dir", str(data), "--dataset", "birds", "--audio_switch", "t", "--output_dir", str(out),
+        "--WORKERS", "0", "--TREE.BRANCH_NUM", "2", "--TRAIN.BATCH_SIZE", "4", "--TRAIN.VIS_COUNT", "4",
+        "--TRAIN.MAX_EPOCH", "3", "--TRAIN.SNAPSHOT_INTERVAL", "5", "--TRAIN.LOG_INTERVAL", "1",
+        "--TRAIN.COEFF.UNCOND_LOSS", "1.0", "--TRAIN.COEFF.CAL_LOSS", "50.0", "--GAN.DF_DIM", "8",
+        "--GAN.GF_DIM", "8", "--GAN.EMBEDDING_DIM", "16", "--GAN.Z_DIM", "10", "--GAN.R_NUM", "1",
+        "--TEXT.DIMENSION", "24", "--no-progress", *extra,
+    ]

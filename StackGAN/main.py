@@ -1,0 +1,289 @@
+"""Stage E/F: train StackGAN-v2 on speech embeddings, or generate the test set (SPEC §11).
+
+Train:     python StackGAN/main.py --cfg ./StackGAN/cfg/birds_3stages.yml --output_dir birds_speech_encoder \
+               --audio_switch googlenet_caffe --data_dir ./data/birds --branch_num 3
+Several:   ./run_generator.sh NPROC --cfg ...            (torchrun; gloo on CPU, NCCL on CUDA)
+Generate:  python StackGAN/main.py --cfg ./StackGAN/cfg/eval_birds.yml --audio_switch googlenet_caffe \
+               --data_dir ./data/birds --eval_net_g ./output/StackGAN/birds_speech_encoder/Model/netG_220000.pth
+
+Settings: defaults ← ``--cfg FILE`` (the original's YAML keys) ← flags.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as tdist
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from s2i import distributed
+from s2i.checkpoints import CheckpointError, atomic_save, load_checkpoint
+from s2i.config import ConfigError, to_dict
+from s2i.grids import image_grid, save_png, to_uint8
+from s2i.manifests import ManifestError
+from s2i.runs import RunFolder, RunFolderError, tensorboard_writer
+from StackGAN.config import GanConfig, load_gan_config, resolve_device, resolve_paths
+from StackGAN.datasets import dataset_from_config
+from StackGAN.losses import faithful_cal_weight
+from StackGAN.model import G_NET, load_original_discriminator, load_original_generator
+from StackGAN.trainer import (
+    GanState,
+    LossSettings,
+    averaged_weights,
+    broadcast_module,
+    build_models,
+    generate,
+    original_generator_state,
+    restore_snapshot,
+    snapshot_dict,
+    train_step,
+)
+
+
+class ResumableSampler(DistributedSampler):
+    """A DistributedSampler that can start an epoch part-way, so a resumed run sees exactly the batches
+    the uninterrupted run would have seen."""
+
+    skip = 0
+
+    def __iter__(self):
+        return iter(list(super().__iter__())[self.skip:])
+
+    def __len__(self) -> int:
+        return super().__len__() - self.skip
+
+
+def model_args(cfg: GanConfig) -> tuple[dict, list[dict]]:
+    g = {"branch_num": cfg.TREE.BRANCH_NUM, "gf_dim": cfg.GAN.GF_DIM, "z_dim": cfg.GAN.Z_DIM,
+         "embedding_dim": cfg.GAN.EMBEDDING_DIM, "text_dim": cfg.TEXT.DIMENSION, "r_num": cfg.GAN.R_NUM,
+         "b_condition": cfg.GAN.B_CONDITION}
+    d = [{"resolution": cfg.TREE.BASE_SIZE * 2**i, "df_dim": cfg.GAN.DF_DIM, "embedding_dim": cfg.GAN.EMBEDDING_DIM,
+          "b_condition": cfg.GAN.B_CONDITION} for i in range(cfg.TREE.BRANCH_NUM)]
+    return g, d
+
+
+def loss_settings(cfg: GanConfig) -> LossSettings:
+    c = cfg.TRAIN.COEFF
+    cal = faithful_cal_weight(c.CAL_LOSS) if cfg.cal_weight_mode == "switch" else c.CAL_LOSS
+    return LossSettings(uncond=c.UNCOND_LOSS, kl=c.KL, cal=cal, colour=c.COLOR_LOSS)
+
+
+def _shared_run_dir(cfg: GanConfig, dist: distributed.DistInfo) -> Path:
+    """The run folder, named once on rank 0 (the default name has a timestamp) and shared."""
+    if cfg.resume and not cfg.output_dir and Path(cfg.resume).parent.name == "Model":
+        path = Path(cfg.resume).parent.parent
+    else:
+        path = resolve_paths(cfg).output_root
+    if dist.distributed:
+        box = [str(path)]
+        tdist.broadcast_object_list(box, src=0)
+        path = Path(box[0])
+    return path
+
+
+def _resume(cfg: GanConfig, state: GanState, log) -> int:
+    """Loads ``--resume`` (our snapshot) or the original's TRAIN.NET_G/NET_D; returns the epoch to start in."""
+    if cfg.resume:
+        snap = load_checkpoint(cfg.resume)
+        if snap.get("format") != "s2i.stackgan.v1":
+            raise CheckpointError(f"{cfg.resume} is not a snapshot of this trainer; to continue from the authors' "
+                                  "netG_<N>.pth set TRAIN.NET_G (and TRAIN.NET_D) instead")
+        epoch = restore_snapshot(state, snap)
+        log(f"resumed {cfg.resume} at step {state.step}")
+        return epoch
+    if cfg.TRAIN.NET_G:
+        # The authors' files carry no step; the original read it off the file name (netG_<N>.pth).
+        G_old = load_original_generator(cfg.TRAIN.NET_G)
+        state.G.load_state_dict(G_old.state_dict(), strict=True)
+        state.ema = [p.detach().clone() for p in state.G.parameters()]
+        match = re.search(r"netG_(\d+)\.pth$", cfg.TRAIN.NET_G)
+        state.step = int(match.group(1)) + 1 if match else 0
+        if cfg.TRAIN.NET_D:
+            for i, D in enumerate(state.netsD):
+                D.load_state_dict(load_original_discriminator(f"{cfg.TRAIN.NET_D}{i}.pth").state_dict(), strict=True)
+        log(f"continuing from the original-format {cfg.TRAIN.NET_G} at step {state.step} (fresh optimizers)")
+    return -1
+
+
+def _save_snapshot(state: GanState, run: RunFolder, cfg: GanConfig, epoch: int, fixed: dict, dist) -> None:
+    """Snapshot dict, the original's netG_<step>.pth/netD<i>.pth, and sample grids (rank 0 writes)."""
+    for net in (state.G, *state.netsD):
+        broadcast_module(net)  # BatchNorm statistics are per process; keep rank 0's everywhere
+    if not dist.is_main:
+        return
+    model_dir = run.path / "Model"
+    snap = snapshot_dict(state, epoch=epoch, config=to_dict(cfg))
+    atomic_save(snap, model_dir / "latest.pth")
+    atomic_save(original_generator_state(snap), model_dir / f"netG_{state.step}.pth")
+    for i, sd in enumerate(snap["D"]):
+        atomic_save({f"module.{k}": v for k, v in sd.items()}, model_dir / f"netD{i}.pth")
+    with averaged_weights(state.G, state.ema, restore=cfg.fixed_ema_bug):
+        imgs = generate(state.G, fixed["noise"], fixed["emb"])
+    for i, img in enumerate(imgs):
+        save_png(image_grid(img), run.path / "Image" / f"count_{state.step:09d}_fake_samples{i}.png")
+
+
+def train(cfg: GanConfig, dist: distributed.DistInfo) -> dict:
+    run_dir = _shared_run_dir(cfg, dist)
+    run = RunFolder(run_dir, resume=bool(cfg.resume), writer=dist.is_main, name="stackgan")
+    log = run.logger.info
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    ds = dataset_from_config(cfg)
+    g_args, d_args = model_args(cfg)
+    G, netsD = build_models(g_args, d_args, dist.device)
+    broadcast_module(G)
+    for D in netsD:
+        broadcast_module(D)
+    state = GanState.create(G, netsD, cfg.TRAIN.GENERATOR_LR, cfg.TRAIN.DISCRIMINATOR_LR)
+    _resume(cfg, state, log)
+    run.write_yaml("config.yaml", to_dict(cfg))
+
+    batch = cfg.TRAIN.BATCH_SIZE
+    sampler = ResumableSampler(ds, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=cfg.seed,
+                               drop_last=False)
+    # Full batches only: BatchNorm cannot train on a last batch of one image (the fork kept partial ones).
+    # The loader gets its own generator: drawing its base seed from the global one would shift the noise
+    # of a resumed run by one draw per epoch started.
+    loader = DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=min(cfg.WORKERS, 8), drop_last=True,
+                        pin_memory=dist.device.type == "cuda", generator=torch.Generator().manual_seed(cfg.seed))
+    steps_per_epoch = len(loader)
+    if steps_per_epoch == 0:
+        raise ConfigError(f"{len(ds)} training images give no full batch of TRAIN.BATCH_SIZE {batch} per process")
+    start_epoch, sampler.skip = divmod(state.step, steps_per_epoch)
+    sampler.skip *= batch
+    total_steps = cfg.TRAIN.MAX_EPOCH * steps_per_epoch
+    if cfg.max_steps:
+        total_steps = min(total_steps, cfg.max_steps)
+
+    # Fixed noise and fixed captions, so the sample grids of a run are comparable over time.
+    gen = torch.Generator().manual_seed(cfg.seed)
+    vis = min(cfg.TRAIN.VIS_COUNT, len(ds))
+    fixed = {"noise": torch.randn(vis, cfg.GAN.Z_DIM, generator=gen).to(dist.device),
+             "emb": torch.from_numpy(np.stack([ds.embeddings[i, 0] for i in range(vis)])).float().to(dist.device)}
+    if dist.is_main and not (run.path / "Image" / "real_samples.png").exists():
+        reals = torch.stack([ds.eval_images(i)[-1] for i in range(vis)])
+        save_png(image_grid(reals), run.path / "Image" / "real_samples.png")
+    tb = tensorboard_writer(run.path / "Log", cfg.tensorboard and dist.is_main)
+    losses = loss_settings(cfg)
+    log(f"StackGAN-v2: {cfg.dataset}, {len(ds)} images, {cfg.TREE.BRANCH_NUM} branches up to {ds.imsize}px, "
+        f"batch {batch} x {dist.world_size} process(es), {steps_per_epoch} steps/epoch, steps {state.step}..{total_steps}, "
+        f"device {dist.device}, run {run.path}")
+    t0, epoch, first_step = time.time(), start_epoch, state.step
+    bar = tqdm(total=total_steps, initial=state.step, desc="train", disable=not (cfg.progress and dist.is_main),
+               mininterval=1.0, dynamic_ncols=True)
+    while state.step < total_steps:
+        sampler.set_epoch(epoch)
+        ds.set_epoch(epoch)
+        for batch_data in loader:
+            stats = train_step(state, batch_data, losses, dist.device, z_dim=cfg.GAN.Z_DIM, ema_decay=cfg.ema_decay)
+            bar.update(1)
+            if state.step % cfg.TRAIN.LOG_INTERVAL == 0 or state.step == 1:
+                run.append_jsonl("losses.jsonl", {"step": state.step, "epoch": epoch, **stats})
+                if tb:
+                    for k, v in stats.items():
+                        tb.add_scalar(k, v, state.step)
+                log(f"step {state.step}/{total_steps} epoch {epoch} D {stats['D_total']:.3f} G {stats['G_total']:.3f} "
+                    f"({(time.time() - t0) / max(1, state.step - first_step):.2f}s/step)")
+            if state.step % cfg.TRAIN.SNAPSHOT_INTERVAL == 0 or state.step >= total_steps:
+                _save_snapshot(state, run, cfg, epoch, fixed, dist)
+            if state.step >= total_steps:
+                break
+        sampler.skip = 0
+        epoch += 1
+    bar.close()
+    fingerprints = distributed.gather_fingerprints(state.G)
+    summary = {"run": str(run.path), "steps": state.step, "world_size": dist.world_size,
+               "seconds": round(time.time() - t0, 1), "replica_fingerprints": fingerprints,
+               "replicas_identical": len(set(fingerprints)) == 1,
+               "snapshot": str(run.path / "Model" / "latest.pth")}
+    run.write_json("summary.json", summary)
+    if tb:
+        tb.close()
+    run.close()
+    return summary
+
+
+def load_generator_for_eval(path: str | Path, device: torch.device, overrides: dict | None = None
+                            ) -> tuple[G_NET, int]:
+    """The averaged G of our snapshot, or an original ``netG_<N>.pth``; returns (G, step)."""
+    ckpt = load_checkpoint(path)
+    if ckpt.get("format") == "s2i.stackgan.v1":
+        G = G_NET(**ckpt["G_args"], init_weights=False)
+        G.load_state_dict(ckpt["G_ema"], strict=True)
+        step = int(ckpt["step"])
+    else:
+        G = load_original_generator(path, **(overrides or {}))
+        match = re.search(r"netG_(\d+)\.pth$", str(path))
+        step = int(match.group(1)) if match else 0
+    return G.to(device).eval(), step
+
+
+def evaluate(cfg: GanConfig, dist: distributed.DistInfo) -> dict:
+    """One image per caption of every test image, at every branch's resolution (SPEC §11.7), reproducible
+    for a given seed: the original's layout under ``<dir of NET_G>/iteration<N>/single_samples/valid/``
+    and one flat folder per resolution for FID tools."""
+    if not cfg.TRAIN.NET_G:
+        raise ConfigError("evaluation needs a generator: pass --eval_net_g PATH (or TRAIN.NET_G in the --cfg file)")
+    G, step = load_generator_for_eval(cfg.TRAIN.NET_G, dist.device,
+                                      {"branch_num": cfg.TREE.BRANCH_NUM, "text_dim": cfg.TEXT.DIMENSION})
+    ds = dataset_from_config(cfg)
+    out = Path(cfg.TRAIN.NET_G).parent / f"iteration{step}"
+    if not dist.is_main:
+        return {}
+    loader = DataLoader(ds, batch_size=cfg.TRAIN.BATCH_SIZE, shuffle=False, num_workers=min(cfg.WORKERS, 8))
+    written = 0
+    res = [cfg.TREE.BASE_SIZE * 2**i for i in range(G.args["branch_num"])]
+    for b, batch in enumerate(tqdm(loader, desc="generate", disable=not cfg.progress)):
+        embs = batch["embeddings"].to(dist.device)  # (B, C, D)
+        for i in range(embs.shape[1]):
+            for k in range(cfg.eval_samples_per_caption):
+                torch.manual_seed(hash((cfg.seed, b, i, k)) % (2**31))
+                noise = torch.randn(embs.shape[0], G.args["z_dim"], device=dist.device)
+                with torch.no_grad():
+                    imgs, _, _ = G(noise, embs[:, i])
+                for r, img in zip(res, imgs):
+                    arrs = to_uint8(img)
+                    for j, key in enumerate(batch["key"]):
+                        from PIL import Image
+
+                        pic = Image.fromarray(arrs[j])
+                        save_png(pic, out / "single_samples" / "valid" / f"{key}_{r}_sentence{i}_{k}.png")
+                        save_png(pic, out / f"flat_{r}" / f"{key.replace('/', '__')}_sentence{i}_{k}.png")
+                        written += 1
+    summary = {"generator": str(cfg.TRAIN.NET_G), "step": step, "images": written, "out": str(out),
+               "resolutions": res}
+    print(f"generated {written} images ({len(ds)} test images x {ds.captions_per_image} captions x "
+          f"{len(res)} resolutions) under {out}")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cfg, _ = load_gan_config(argv, __doc__.splitlines()[0])
+    dist = distributed.init_distributed(resolve_device(cfg), cfg.local_rank)
+    try:
+        return train(cfg, dist) if cfg.TRAIN.FLAG else evaluate(cfg, dist)
+    finally:
+        distributed.cleanup()
+
+
+USER_ERRORS = (ConfigError, CheckpointError, RunFolderError, ManifestError, FileNotFoundError, ValueError,
+               FloatingPointError, pickle.UnpicklingError)
+
+
+def cli() -> None:
+    try:
+        main()
+    except USER_ERRORS as exc:
+        sys.exit(f"error: {exc}")
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,243 @@
+"""One StackGAN-v2 training step, the generator's moving average, and the snapshot dict (SPEC §11.5–§11.6).
+
+No argparse and no files beyond what the caller asks to save; ``StackGAN/main.py`` wires these up.
+Distributed training averages gradients by hand after each backward pass (rather than wrapping every
+network in DDP): D is called three times per loss and G's loss backpropagates through every D, which
+plain all-reduces handle without special cases.
+"""
+
+from __future__ import annotations
+
+import random
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+from StackGAN.losses import discriminator_loss, generator_loss
+from StackGAN.model import D_NET, G_NET
+
+SNAPSHOT_FORMAT = "s2i.stackgan.v1"
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    """The loss weights of SPEC §11.5, resolved from the config (``cal`` already 1.0/0.0 in faithful mode)."""
+
+    uncond: float = 1.0
+    kl: float = 2.0
+    cal: float = 1.0
+    colour: float = 0.0
+
+
+@dataclass
+class GanState:
+    """Everything a snapshot holds: live G, its moving average, every D and every optimizer, the step."""
+
+    G: G_NET
+    netsD: nn.ModuleList
+    optG: torch.optim.Optimizer
+    optsD: list[torch.optim.Optimizer]
+    ema: list[torch.Tensor] = field(default_factory=list)
+    step: int = 0
+
+    @classmethod
+    def create(cls, G: G_NET, netsD: nn.ModuleList, lr_g: float, lr_d: float) -> GanState:
+        """Adam(lr, betas (0.5, 0.999)) for G and each D, no decay (SPEC §11.6)."""
+        optG = torch.optim.Adam(G.parameters(), lr=lr_g, betas=(0.5, 0.999))
+        optsD = [torch.optim.Adam(D.parameters(), lr=lr_d, betas=(0.5, 0.999)) for D in netsD]
+        ema = [p.detach().clone() for p in G.parameters()]
+        return cls(G, netsD, optG, optsD, ema)
+
+
+def broadcast_module(module: nn.Module) -> None:
+    """Makes every rank hold rank 0's parameters and buffers."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        for t in list(module.parameters()) + list(module.buffers()):
+            dist.broadcast(t.data, src=0)
+
+
+def _average_gradients(module: nn.Module) -> None:
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for g in grads:
+        n = g.numel()
+        g.copy_(flat[offset: offset + n].view_as(g))
+        offset += n
+
+
+@torch.no_grad()
+def update_ema(ema: list[torch.Tensor], G: nn.Module, decay: float) -> None:
+    """``θ̄ ← decay·θ̄ + (1 − decay)·θ`` over G's parameters (not its BN buffers), SPEC §11.6."""
+    for avg, p in zip(ema, G.parameters()):
+        avg.lerp_(p.detach(), 1.0 - decay)
+
+
+@contextmanager
+def averaged_weights(G: nn.Module, ema: list[torch.Tensor], restore: bool = True):
+    """G holds the averaged weights inside the block. ``restore=False`` reproduces the original's bug
+    (SPEC §14 #23): after a snapshot the live G keeps the averaged weights."""
+    backup = [p.detach().clone() for p in G.parameters()]
+    with torch.no_grad():
+        for p, avg in zip(G.parameters(), ema):
+            p.copy_(avg)
+    try:
+        yield G
+    finally:
+        if restore:
+            with torch.no_grad():
+                for p, b in zip(G.parameters(), backup):
+                    p.copy_(b)
+
+
+def _to(batch_images, device) -> list[torch.Tensor]:
+    return [x.to(device, non_blocking=True) for x in batch_images]
+
+
+def train_step(state: GanState, batch: dict, losses: LossSettings, device: torch.device, *,
+               z_dim: int, ema_decay: float) -> dict[str, float]:
+    """D_0…D_k updates, then the G update, then the moving average (SPEC §11.6). Returns the logged values."""
+    real = _to(batch["imgs"], device)
+    wrong = _to(batch["wrong_imgs"], device)
+    emb = batch["embedding"].to(device, non_blocking=True)
+    labels = batch["label"].to(device, non_blocking=True)
+    b = emb.shape[0]
+    noise = torch.randn(b, z_dim, device=device)
+    fake, mu, logvar = state.G(noise, emb)
+    out: dict[str, float] = {}
+    for i, (D, opt) in enumerate(zip(state.netsD, state.optsD)):
+        err = discriminator_loss(D, real[i], wrong[i], fake[i], mu, losses.uncond)
+        opt.zero_grad(set_to_none=True)
+        err.backward()
+        _average_gradients(D)
+        opt.step()
+        out[f"D_loss{i}"] = err.item()
+    total, parts = generator_loss(state.netsD, fake, mu, logvar, labels, uncond_weight=losses.uncond,
+                                  kl_weight=losses.kl, cal_weight=losses.cal, colour_weight=losses.colour)
+    state.optG.zero_grad(set_to_none=True)
+    total.backward()
+    _average_gradients(state.G)
+    state.optG.step()
+    update_ema(state.ema, state.G, ema_decay)
+    state.step += 1
+    for i, adv in enumerate(parts["adv"]):
+        out[f"G_loss{i}"] = adv.item()
+    if parts["cal"]:
+        out["cal_loss"] = float(sum(c.item() for c in parts["cal"]))
+    if parts["kl"] is not None:
+        out["kl_loss"] = parts["kl"].item()
+    if parts["colour"] is not None:
+        out["colour_loss"] = parts["colour"].item()
+    out["G_total"] = total.item()
+    out["D_total"] = sum(out[f"D_loss{i}"] for i in range(len(state.netsD)))
+    for k, v in out.items():
+        if not np.isfinite(v):
+            raise FloatingPointError(f"non-finite {k} = {v} at step {state.step}; the last snapshot on disk is kept")
+    return out
+
+
+@torch.no_grad()
+def generate(G: G_NET, noise: torch.Tensor, emb: torch.Tensor, *, use_mu: bool = False) -> list[torch.Tensor]:
+    """Images of every branch for fixed inputs, in eval mode (BN running statistics); G's mode is restored."""
+    was_training = G.training
+    G.eval()
+    try:
+        imgs, _, _ = G(noise, emb, use_mu=use_mu)
+    finally:
+        G.train(was_training)
+    return imgs
+
+
+def _plain_rng() -> dict:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_py = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+        "python": [int(version), list(internal), gauss_py],
+    }
+
+
+def _restore_rng(plain: dict | None) -> None:
+    if not plain:
+        return
+    torch.set_rng_state(plain["torch"])
+    kind, keys, pos, has_gauss, gauss = plain["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_py = plain["python"]
+    random.setstate((version, tuple(internal), gauss_py))
+
+
+def _cpu(sd: dict) -> dict:
+    return {k: v.detach().cpu() for k, v in sd.items()}
+
+
+def snapshot_dict(state: GanState, *, epoch: int, config: dict, extra: dict | None = None) -> dict:
+    """One dict: G (live), G_ema (averaged), every D, every optimizer, the step, the constructor
+    arguments and the config, plus the RNG states so a resumed run continues identically."""
+    ema_sd = _cpu(state.G.state_dict())
+    for (name, _), avg in zip(state.G.named_parameters(), state.ema):
+        ema_sd[name] = avg.detach().cpu().clone()
+    return {
+        "format": SNAPSHOT_FORMAT,
+        "step": state.step,
+        "epoch": epoch,
+        "G": _cpu(state.G.state_dict()),
+        "G_ema": ema_sd,
+        "G_args": dict(state.G.args),
+        "D": [_cpu(D.state_dict()) for D in state.netsD],
+        "D_args": [dict(D.args) for D in state.netsD],
+        "optG": state.optG.state_dict(),
+        "optD": [o.state_dict() for o in state.optsD],
+        "config": config,
+        "rng": _plain_rng(),
+        **(extra or {}),
+    }
+
+
+def restore_snapshot(state: GanState, snap: dict, *, restore_rng: bool = True) -> int:
+    """Loads a :func:`snapshot_dict` into ``state``; returns the epoch it was taken in."""
+    state.G.load_state_dict(snap["G"], strict=True)
+    if len(snap["D"]) != len(state.netsD):
+        raise ValueError(f"the snapshot has {len(snap['D'])} discriminators but the model has {len(state.netsD)} "
+                         "branches; use the snapshot's TREE.BRANCH_NUM")
+    for D, sd in zip(state.netsD, snap["D"]):
+        D.load_state_dict(sd, strict=True)
+    state.optG.load_state_dict(snap["optG"])
+    for opt, sd in zip(state.optsD, snap["optD"]):
+        opt.load_state_dict(sd)
+    ema = snap["G_ema"]
+    device = next(state.G.parameters()).device
+    state.ema = [ema[name].to(device).clone() for name, _ in state.G.named_parameters()]
+    state.step = int(snap["step"])
+    if restore_rng:
+        _restore_rng(snap.get("rng"))
+    return int(snap.get("epoch", 0))
+
+
+def original_generator_state(snap_or_state: dict | GanState) -> dict[str, torch.Tensor]:
+    """The averaged G as the original saved ``netG_<iter>.pth``: a DataParallel state dict (``module.`` keys)."""
+    ema_sd = snap_or_state["G_ema"] if isinstance(snap_or_state, dict) else None
+    if ema_sd is None:
+        state = snap_or_state
+        ema_sd = _cpu(state.G.state_dict())
+        for (name, _), avg in zip(state.G.named_parameters(), state.ema):
+            ema_sd[name] = avg.detach().cpu().clone()
+    return {f"module.{k}": v for k, v in ema_sd.items()}
+
+
+def build_models(g_args: dict, d_args: list[dict], device: torch.device, *, init: bool = True
+                 ) -> tuple[G_NET, nn.ModuleList]:
+    G = G_NET(**g_args, init_weights=init).to(device)
+    netsD = nn.ModuleList([D_NET(**a, init_weights=init) for a in d_args]).to(device)
+    return G, netsD
