@@ -22,17 +22,17 @@ features match the authors' released pickles, ``--flip horizontal`` mirrors inst
 from __future__ import annotations
 
 import dataclasses
-import pickle
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from s2i.cli import run_cli
 from s2i.config import ConfigError, option, parse_config
-from s2i.image_features import FeatureFileError, add_feature_path_to_manifest, compute_split
-from s2i.images import FLIPS, MIN_SIDE, ImageLoadError, view_protocol
-from s2i.manifests import DATASETS, ManifestError, load_manifest
+from s2i.image_features import add_feature_path_to_manifest, compute_split
+from s2i.images import FLIPS, MIN_SIDE, view_protocol
+from s2i.manifests import DATA_ROOTS, DATASETS, ManifestError, load_manifest
 from s2i.teachers import (
     FEATURE_TAGS,
     GOOGLENET_LAYER,
@@ -43,13 +43,9 @@ from s2i.teachers import (
     CaffeGoogLeNet,
     EfficientNetLite0,
     Teacher,
-    TeacherError,
     parse_mean_bgr,
     read_mean_file,
 )
-
-DATA_ROOTS = {"birds": "./data/birds", "flowers": "./data/flowers", "places": "./data/Places_subset",
-              "shapes": "./data/shapes"}
 
 
 @dataclass
@@ -216,16 +212,8 @@ def main(argv: list[str] | None = None) -> dict:
     return summary
 
 
-# Errors caused by the user's input or files: one line, no traceback.
-USER_ERRORS = (ConfigError, ManifestError, ImageLoadError, TeacherError, FeatureFileError, FileNotFoundError,
-               ValueError, pickle.UnpicklingError)
-
-
 def cli() -> None:
-    try:
-        main()
-    except USER_ERRORS as exc:
-        sys.exit(f"error: {exc}")
+    run_cli(main)
 
 
 if __name__ == "__main__":

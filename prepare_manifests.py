@@ -13,13 +13,12 @@ absolute. Existing manifests are kept unless ``--force``. Parsing rules: ``s2i/d
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from s2i import dataset_builders as db
+from s2i.cli import run_cli
 from s2i.config import ConfigError, option, parse_config
-from s2i.manifests import ManifestError
 
 DEFAULT_RAW = {"birds": "./data/birds", "flowers": "./data/flowers", "places": "./data/Places_subset"}
 
@@ -127,15 +126,8 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     return paths
 
 
-# Errors caused by the user's input or files: one line, no traceback.
-USER_ERRORS = (db.DatasetBuildError, ManifestError, ConfigError, OSError)
-
-
 def cli() -> None:
-    try:
-        main()
-    except USER_ERRORS as exc:
-        sys.exit(f"error: {exc}")
+    run_cli(main)
 
 
 if __name__ == "__main__":

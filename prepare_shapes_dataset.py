@@ -12,7 +12,6 @@ work; a run with other settings refuses to touch an existing dataset unless ``--
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from s2i import shapes
+from s2i.cli import run_cli
 from s2i.config import ConfigError, option, parse_config, to_dict
 from s2i.manifests import portable_path, write_manifest
 
@@ -158,10 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def cli() -> None:
-    try:
-        main()
-    except (ConfigError, ValueError, OSError) as exc:
-        sys.exit(f"error: {exc}")
+    run_cli(main)
 
 
 if __name__ == "__main__":

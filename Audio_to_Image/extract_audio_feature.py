@@ -47,7 +47,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import pickle
 import re
 import sys
 import tempfile
@@ -66,13 +65,12 @@ from Audio_to_Image.audio import AudioError, FrontEndConfig
 from Audio_to_Image.feature_cache import FeatureCache, load_features
 from Audio_to_Image.speech_encoder import CNNRNN, TIME_REDUCTION, encoder_steps, load_speech_encoder
 from s2i.checkpoints import CheckpointError
+from s2i.cli import run_cli
 from s2i.config import ConfigError, load_yaml, option, parse_config, to_dict
 from s2i.distributed import resolve_device
-from s2i.manifests import DATASETS, Manifest, ManifestError, load_manifest
+from s2i.manifests import DATA_ROOTS, DATASETS, Manifest, ManifestError, load_manifest
 from s2i.safe_pickle import save_pickle
 
-DATA_ROOTS = {"birds": "./data/birds", "flowers": "./data/flowers", "places": "./data/Places_subset",
-              "shapes": "./data/shapes"}
 SORT_WINDOW_BATCHES = 8
 """Clips are sorted by length within windows of this many batches (the whole split would not fit in memory)."""
 MAX_LISTED = 10
@@ -553,16 +551,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
     return {split: extract_split(cfg, split, model, ckpt_info, frontend, cache, device) for split in cfg.split_list}
 
 
-# Errors caused by the user's input or files: one line, no traceback.
-USER_ERRORS = (ConfigError, CheckpointError, ManifestError, AudioError, FileNotFoundError, ValueError,
-               pickle.UnpicklingError)
-
-
 def cli() -> None:
-    try:
-        main()
-    except USER_ERRORS as exc:
-        sys.exit("error: " + " ".join(str(exc).split("\n")))
+    run_cli(main)
 
 
 if __name__ == "__main__":

@@ -37,11 +37,10 @@ from Audio_to_Image.tts import (
     wav_is_complete,
     write_wav_atomic,
 )
+from s2i.cli import run_cli
 from s2i.config import ConfigError, option, parse_config
-from s2i.manifests import DATASETS, Manifest, ManifestError, load_manifest
+from s2i.manifests import DATA_ROOTS, DATASETS, Manifest, ManifestError, load_manifest
 
-DATA_ROOTS = {"birds": "./data/birds", "flowers": "./data/flowers", "places": "./data/Places_subset",
-              "shapes": "./data/shapes"}
 SPLITS = ("train", "test")
 MAX_LISTED_FAILURES = 50
 
@@ -286,15 +285,8 @@ def main(argv: list[str] | None = None) -> dict:
     return summary
 
 
-# Errors caused by the user's input, files or environment: one line, no traceback.
-USER_ERRORS = (ConfigError, ManifestError, TTSError, OSError)
-
-
 def cli() -> None:
-    try:
-        summary = main()
-    except USER_ERRORS as exc:
-        sys.exit(f"error: {exc}")
+    summary = run_cli(main, extra=(TTSError,))
     if summary["failed"]:
         sys.exit(f"error: {summary['failed']} file(s) could not be spoken (listed above); rerun to retry them")
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pickle
 import random
-import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -30,7 +28,6 @@ from Audio_to_Image.feature_cache import FeatureCache
 from Audio_to_Image.losses import LossWeights
 from Audio_to_Image.speech_encoder import CNNRNN, model_args_from
 from Audio_to_Image.trainer import (
-    NonFiniteLossError,
     checkpoint_dict,
     evaluate,
     is_better,
@@ -40,13 +37,11 @@ from Audio_to_Image.trainer import (
     train_one_epoch,
 )
 from s2i import distributed
-from s2i.checkpoints import CheckpointError, extract_state_dict, load_checkpoint, load_weights
+from s2i.checkpoints import extract_state_dict, load_checkpoint, load_weights
+from s2i.cli import run_cli
 from s2i.config import ConfigError, option, parse_config, to_dict
-from s2i.manifests import DATASETS, load_manifest
-from s2i.runs import RunFolder, RunFolderError, tensorboard_writer
-
-DATA_ROOTS = {"birds": "./data/birds", "flowers": "./data/flowers", "places": "./data/Places_subset",
-              "shapes": "./data/shapes"}
+from s2i.manifests import DATA_ROOTS, DATASETS, load_manifest
+from s2i.runs import RunFolder, tensorboard_writer
 
 
 @dataclass
@@ -297,16 +292,8 @@ def _run(cfg: EncoderTrainConfig, dist: distributed.DistInfo) -> dict:
     return summary
 
 
-# Errors caused by the user's input or files: one line, no traceback.
-USER_ERRORS = (ConfigError, CheckpointError, RunFolderError, NonFiniteLossError, FileNotFoundError, ValueError,
-               pickle.UnpicklingError)
-
-
 def cli() -> None:
-    try:
-        main()
-    except USER_ERRORS as exc:
-        sys.exit(f"error: {exc}")
+    run_cli(main)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,7 @@ Settings: defaults ← ``--cfg FILE`` (the original's YAML keys) ← flags.
 
 from __future__ import annotations
 
-import pickle
 import re
-import sys
 import time
 from pathlib import Path
 
@@ -25,10 +23,10 @@ from tqdm import tqdm
 
 from s2i import distributed
 from s2i.checkpoints import CheckpointError, atomic_save, load_checkpoint
+from s2i.cli import run_cli
 from s2i.config import ConfigError, to_dict
 from s2i.grids import image_grid, save_png, to_uint8
-from s2i.manifests import ManifestError
-from s2i.runs import RunFolder, RunFolderError, tensorboard_writer
+from s2i.runs import RunFolder, tensorboard_writer
 from StackGAN.config import GanConfig, load_gan_config, resolve_device, resolve_paths
 from StackGAN.datasets import dataset_from_config
 from StackGAN.losses import faithful_cal_weight
@@ -274,15 +272,8 @@ def main(argv: list[str] | None = None) -> dict:
         distributed.cleanup()
 
 
-USER_ERRORS = (ConfigError, CheckpointError, RunFolderError, ManifestError, FileNotFoundError, ValueError,
-               FloatingPointError, pickle.UnpicklingError)
-
-
 def cli() -> None:
-    try:
-        main()
-    except USER_ERRORS as exc:
-        sys.exit(f"error: {exc}")
+    run_cli(main)
 
 
 if __name__ == "__main__":

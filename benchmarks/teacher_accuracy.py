@@ -24,12 +24,9 @@ import numpy as np
 import torch
 
 from s2i.image_features import iter_features, sidecar_path
-from s2i.manifests import load_manifest
+from s2i.manifests import DATA_ROOTS, load_manifest
 from s2i.safe_pickle import load_feature_list
 from s2i.teachers import LITE0_DEFAULT_LAYERS, EfficientNetLite0, parse_lite0_layers
-
-DATA_ROOTS = {"birds": "./data/birds", "flowers": "./data/flowers", "places": "./data/Places_subset",
-              "shapes": "./data/shapes"}
 
 
 def nearest_centre(train_x, train_y, test_x, test_y, cosine: bool = False) -> tuple[np.ndarray, str]:

@@ -18,6 +18,9 @@ from typing import Any
 import numpy as np
 
 DATASETS = ("birds", "flowers", "places", "shapes")
+DATA_ROOTS = {"birds": "./data/birds", "flowers": "./data/flowers", "places": "./data/Places_subset",
+              "shapes": "./data/shapes"}
+"""Default dataset folder of each dataset (the original's paths, SPEC §1.1)."""
 PLACES_CLASSES = ("bedroom", "dinette", "dining_room", "home_office", "hotel_room", "kitchenette", "living_room")
 
 

@@ -130,7 +130,7 @@ def test_shapes_preset_is_cpu_sized():
     cfg, _ = load_gan_config(["--cfg", str(CFG / "shapes_cpu.yml")])
     assert cfg.imsize == 128 and cfg.GAN.GF_DIM <= 32 and cfg.GAN.DF_DIM <= 32
     assert 16 <= cfg.TRAIN.BATCH_SIZE <= 24 and cfg.DATA_DIR == "./data/shapes"
-    assert cfg.TEXT.DIMENSION == 1024
+    assert cfg.TEXT.DIMENSION == 1360  # the default EfficientNet-Lite0 teacher (head + max-pooled stage 4)
 
 
 def test_scientific_notation_is_a_float(tmp_path):

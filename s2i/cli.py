@@ -1,0 +1,28 @@
+"""The one place that turns a user's mistake into one line on stderr instead of a traceback.
+
+Every stage script ends with ``if __name__ == "__main__": run_cli(main)``. Errors about the user's input,
+files or environment derive from ValueError (ConfigError, ManifestError, AudioError, CheckpointError, …),
+OSError, pickle.UnpicklingError (a refused pickle) or one of the runtime errors listed here; anything else
+is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from s2i.runs import RunFolderError
+
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError, OSError, pickle.UnpicklingError, RunFolderError, FloatingPointError,
+)
+
+
+def run_cli(main: Callable[[], Any], extra: tuple[type[BaseException], ...] = ()) -> Any:
+    """Runs ``main()``; a user error exits with status 1 and ``error: <message>``."""
+    try:
+        return main()
+    except USER_ERRORS + extra as exc:
+        sys.exit(f"error: {exc}")
