@@ -5,6 +5,9 @@ Several:          ./run_audio_encoder.sh NPROC --dataset birds ...   (torchrun; 
 
 Every flag of the original keeps its name and default (SPEC §13). Settings come from the defaults
 below, then ``--config FILE`` (YAML), then the flags given.
+
+Ctrl-C (or SIGTERM) finishes the current batch, saves ``latest.pth`` part-way through the epoch and exits
+with status 130 (143); ``--resume <run>/latest.pth`` continues with the next batch, exactly.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 from Audio_to_Image.audio import FrontEndConfig
 from Audio_to_Image.datasets import SpeechImageDataset, load_teacher_features
@@ -28,7 +31,9 @@ from Audio_to_Image.feature_cache import FeatureCache
 from Audio_to_Image.losses import LossWeights
 from Audio_to_Image.speech_encoder import CNNRNN, model_args_from
 from Audio_to_Image.trainer import (
+    EpochProgress,
     checkpoint_dict,
+    complete_links,
     evaluate,
     is_better,
     lr_of,
@@ -37,9 +42,10 @@ from Audio_to_Image.trainer import (
     train_one_epoch,
 )
 from s2i import distributed
-from s2i.checkpoints import extract_state_dict, load_checkpoint, load_weights
+from s2i.checkpoints import atomic_save, extract_state_dict, load_checkpoint, load_weights
 from s2i.cli import run_cli
 from s2i.config import ConfigError, option, parse_config, to_dict
+from s2i.interrupt import StopRequest, TrainingInterrupted, ignore_sigint_in_worker
 from s2i.manifests import DATA_ROOTS, DATASETS, load_manifest
 from s2i.runs import RunFolder, tensorboard_writer
 
@@ -144,13 +150,16 @@ def _build_data(cfg: EncoderTrainConfig, dist: distributed.DistInfo, log):
             log(f"feature cache: computed {done} of {len(paths)} log-mels in {time.time() - t0:.1f}s "
                 f"({cache.root})")
     distributed.barrier()
-    sampler = DistributedSampler(train_ds, num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
-                                 seed=cfg.seed, drop_last=False)
+    sampler = distributed.ResumableSampler(train_ds, num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
+                                           seed=cfg.seed, drop_last=False)
     pin = dist.device.type == "cuda"
+    # The training loader gets its own generator: drawing its workers' base seed from the global RNG
+    # would shift the dropout masks of a run resumed part-way through an epoch.
     train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler,
-                              num_workers=_workers(cfg), pin_memory=pin)
+                              num_workers=_workers(cfg), pin_memory=pin, worker_init_fn=ignore_sigint_in_worker,
+                              generator=torch.Generator().manual_seed(cfg.seed))
     test_loader = DataLoader(test_ds, batch_size=cfg.batch_size, shuffle=False,
-                             num_workers=_workers(cfg), pin_memory=pin)
+                             num_workers=_workers(cfg), pin_memory=pin, worker_init_fn=ignore_sigint_in_worker)
     return train_ds, sampler, train_loader, test_loader
 
 
@@ -158,8 +167,9 @@ def _workers(cfg: EncoderTrainConfig) -> int:
     return max(0, min(cfg.num_workers, os.cpu_count() or 1))
 
 
-def _resume(cfg, model, optimizer, scheduler, log) -> tuple[int, float]:
-    """Loads ``--resume``; returns (first epoch to run, best accu so far)."""
+def _resume(cfg, model, optimizer, scheduler, run: RunFolder, log) -> tuple[int, float, EpochProgress | None]:
+    """Loads ``--resume``; returns (first epoch to run, best accu so far, progress of that epoch when the
+    checkpoint was saved part-way through it)."""
     ckpt = load_checkpoint(cfg.resume, map_location="cpu")
     load_weights(model, extract_state_dict(ckpt, cfg.resume), cfg.resume)
     epoch = int(ckpt.get("epoch", ckpt.get("meta", {}).get("epoch", -1)))
@@ -182,8 +192,21 @@ def _resume(cfg, model, optimizer, scheduler, log) -> tuple[int, float]:
                 scheduler.step()
         log(f"resuming from an original-format checkpoint: fresh optimizer, learning rate {lr_of(optimizer):g}")
         best = float("-inf")
-    log(f"resumed {cfg.resume} (epoch {epoch}); continuing at epoch {epoch + 1}")
-    return epoch + 1, best
+    progress = EpochProgress.from_dict(ckpt["mid_epoch"]) if "mid_epoch" in ckpt else None
+    if progress is not None:
+        log(f"resumed {cfg.resume}, saved part-way through epoch {progress.epoch} after {progress.batches} "
+            f"batch(es); continuing with the next batch")
+    else:
+        log(f"resumed {cfg.resume} (epoch {epoch}); continuing at epoch {epoch + 1}")
+    if Path(cfg.resume).resolve() == (run.path / "latest.pth").resolve():
+        made = complete_links(ckpt, run.path) if run.writer else []
+        if made:
+            log(f"made {', '.join(made)}, which the interrupted run did not get to")
+    # Records of epochs after the checkpoint's are written again by this run.
+    dropped = run.trim_jsonl("metrics.jsonl", lambda r: r.get("epoch", -1) <= epoch)
+    if dropped:
+        log(f"metrics.jsonl: dropped {dropped} record(s) after epoch {epoch}, which this run does again")
+    return epoch + 1 if progress is None else progress.epoch, best, progress
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -213,9 +236,9 @@ def _run(cfg: EncoderTrainConfig, dist: distributed.DistInfo) -> dict:
                                  weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_scheduler_step_size,
                                                 gamma=cfg.lr_scheduler_gamma)
-    start_epoch, best_accu = 0, float("-inf")
+    start_epoch, best_accu, progress = 0, float("-inf"), None
     if cfg.resume:
-        start_epoch, best_accu = _resume(cfg, model, optimizer, scheduler, log)
+        start_epoch, best_accu, progress = _resume(cfg, model, optimizer, scheduler, run, log)
     if start_epoch >= cfg.epoch:
         raise ConfigError(f"the checkpoint already finished epoch {start_epoch - 1}; raise --epoch above {start_epoch}")
     net = model
@@ -229,43 +252,65 @@ def _run(cfg: EncoderTrainConfig, dist: distributed.DistInfo) -> dict:
     weights = cfg.loss_weights()
     steps_per_epoch = len(train_loader)
     metrics: dict = {}
-    for epoch in range(start_epoch, cfg.epoch):
-        # Same order every epoch unless set_epoch is called (SPEC §14 #9); the data's own random choices
-        # (view, caption) are drawn per epoch either way.
-        sampler.set_epoch(epoch if cfg.reshuffle_each_epoch else 0)
-        train_ds.set_epoch(epoch)
-        lr = lr_of(optimizer)
-        stats = train_one_epoch(net, train_loader, optimizer, weights, dist.device, epoch=epoch,
-                                num_epochs=cfg.epoch, print_every=cfg.print_every, log=log,
-                                show_progress=cfg.progress and dist.is_main, global_step=epoch * steps_per_epoch)
-        log(f"epoch {epoch:04d}/{cfg.epoch:04d} train loss {stats['loss']:.4f} accu {stats['accu']:.2f} "
-            f"lr {lr:g} ({stats['seconds']:.1f}s)")
-        run.append_jsonl("metrics.jsonl", {"epoch": epoch, "split": "train", "lr": lr, **stats})
-        if tb:
-            for k, v in stats.items():
-                tb.add_scalar(f"train/{k}", v, epoch)
-        eval_epoch = epoch % cfg.eval_every == 0 or epoch == cfg.epoch - 1
-        is_best = False
-        if eval_epoch and dist.is_main:
-            metrics = evaluate(model, test_loader, weights, dist.device, k=cfg.recall_topk,
-                               show_progress=cfg.progress)
-            is_best = is_better(metrics["accu"], best_accu)
-            best_accu = max(best_accu, metrics["accu"])
-            pk = metrics["precision_k"]
-            log(f"epoch {epoch:04d}/{cfg.epoch:04d} test accu {metrics['accu']:.2f} ap{pk} {metrics[f'ap{pk}']:.2f} "
-                f"s2i R@1 {metrics['s2i_R1']:.3f} R@5 {metrics['s2i_R5']:.3f} mAP {metrics['s2i_mAP']:.3f} "
-                f"(best accu {best_accu:.2f}; {metrics['num_classes']} classes)")
-            run.append_jsonl("metrics.jsonl", {"epoch": epoch, "split": "test", **metrics})
+    with StopRequest(log, dist.device) as stop:
+        for epoch in range(start_epoch, cfg.epoch):
+            # Same order every epoch unless set_epoch is called (SPEC §14 #9); the data's own random choices
+            # (view, caption) are drawn per epoch either way.
+            sampler.set_epoch(epoch if cfg.reshuffle_each_epoch else 0)
+            train_ds.set_epoch(epoch)
+            if progress is None or progress.epoch != epoch:
+                progress = EpochProgress(epoch)
+            sampler.skip = progress.batches * cfg.batch_size
+            lr = lr_of(optimizer)
+            stats = train_one_epoch(net, train_loader, optimizer, weights, dist.device, epoch=epoch,
+                                    num_epochs=cfg.epoch, print_every=cfg.print_every, log=log,
+                                    show_progress=cfg.progress and dist.is_main,
+                                    global_step=epoch * steps_per_epoch + progress.batches,
+                                    progress=progress, should_stop=stop.requested)
+            sampler.skip = 0
+            if progress.stopped:
+                if dist.is_main:
+                    ckpt = checkpoint_dict(model, optimizer, scheduler, epoch=epoch - 1, model_args=model_args,
+                                           frontend=cfg.frontend.to_dict(), config=to_dict(cfg), metrics=metrics,
+                                           best_accu=best_accu, mid_epoch=progress)
+                    atomic_save(ckpt, run.path / "latest.pth")
+                distributed.barrier()
+                _interrupted(run, tb, stop, f"part-way through epoch {epoch} (after batch {progress.batches} of "
+                             f"{steps_per_epoch})", " (epoch_N.pth and best.pth keep complete epochs)")
+            log(f"epoch {epoch:04d}/{cfg.epoch:04d} train loss {stats['loss']:.4f} accu {stats['accu']:.2f} "
+                f"lr {lr:g} ({stats['seconds']:.1f}s)")
+            run.append_jsonl("metrics.jsonl", {"epoch": epoch, "split": "train", "lr": lr, **stats})
             if tb:
-                for k, v in metrics.items():
-                    tb.add_scalar(f"test/{k}", v, epoch)
-        scheduler.step()
-        if dist.is_main:
-            ckpt = checkpoint_dict(model, optimizer, scheduler, epoch=epoch, model_args=model_args,
-                                   frontend=cfg.frontend.to_dict(), config=to_dict(cfg),
-                                   metrics=metrics if eval_epoch else None, best_accu=best_accu)
-            save_checkpoints(ckpt, run.path, eval_epoch=eval_epoch, is_best=is_best)
-        distributed.barrier()
+                for k, v in stats.items():
+                    tb.add_scalar(f"train/{k}", v, epoch)
+            eval_epoch = epoch % cfg.eval_every == 0 or epoch == cfg.epoch - 1
+            is_best = False
+            if eval_epoch and dist.is_main:
+                metrics = evaluate(model, test_loader, weights, dist.device, k=cfg.recall_topk,
+                                   show_progress=cfg.progress)
+                is_best = is_better(metrics["accu"], best_accu)
+                best_accu = max(best_accu, metrics["accu"])
+                pk = metrics["precision_k"]
+                log(f"epoch {epoch:04d}/{cfg.epoch:04d} test accu {metrics['accu']:.2f} ap{pk} "
+                    f"{metrics[f'ap{pk}']:.2f} s2i R@1 {metrics['s2i_R1']:.3f} R@5 {metrics['s2i_R5']:.3f} "
+                    f"mAP {metrics['s2i_mAP']:.3f} (best accu {best_accu:.2f}; {metrics['num_classes']} classes)")
+                run.append_jsonl("metrics.jsonl", {"epoch": epoch, "split": "test", **metrics})
+                if tb:
+                    for k, v in metrics.items():
+                        tb.add_scalar(f"test/{k}", v, epoch)
+            with warnings.catch_warnings():
+                # The order is right; torch's check misfires when a resumed epoch had no batch left to run.
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+                scheduler.step()
+            if dist.is_main:
+                ckpt = checkpoint_dict(model, optimizer, scheduler, epoch=epoch, model_args=model_args,
+                                       frontend=cfg.frontend.to_dict(), config=to_dict(cfg),
+                                       metrics=metrics if eval_epoch else None, best_accu=best_accu)
+                save_checkpoints(ckpt, run.path, eval_epoch=eval_epoch, is_best=is_best)
+            distributed.barrier()
+            # A signal during the evaluation or the save: this epoch's checkpoint is complete, stop here.
+            if epoch < cfg.epoch - 1 and stop.requested():
+                _interrupted(run, tb, stop, f"at the end of epoch {epoch}")
 
     if dist.distributed:
         # BatchNorm running statistics are per process; make every replica hold rank 0's.
@@ -290,6 +335,16 @@ def _run(cfg: EncoderTrainConfig, dist: distributed.DistInfo) -> dict:
         tb.close()
     run.close()
     return summary
+
+
+def _interrupted(run: RunFolder, tb, stop: StopRequest, where: str, note: str = "") -> None:
+    latest = run.path / "latest.pth"
+    run.logger.info(f"interrupted {where}: checkpoint saved to {latest}{note}; to continue, run the same "
+                    f"command with --resume {latest}")
+    if tb:
+        tb.close()
+    run.close()
+    raise TrainingInterrupted(f"interrupted {where}", stop.exit_code)
 
 
 def cli() -> None:

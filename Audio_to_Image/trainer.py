@@ -6,10 +6,12 @@ No argparse and no files here beyond the checkpoint writer; the stage script wir
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +60,32 @@ class _Averages:
         return {k: s / max(self.count, 1) for k, s in self.sums.items()}
 
 
+@dataclass
+class EpochProgress:
+    """How far an epoch has got: batches trained, the running sums behind its end-of-epoch line, seconds.
+
+    A run stopped part-way saves it in its checkpoint (``mid_epoch``), so the resumed run skips the
+    batches already trained on and still logs the epoch's averages over all of them.
+    """
+
+    epoch: int
+    batches: int = 0
+    avg: _Averages = field(default_factory=_Averages)
+    seconds: float = 0.0
+    stopped: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "batches": self.batches, "count": self.avg.count,
+                "sums": dict(self.avg.sums), "seconds": self.seconds}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EpochProgress:
+        avg = _Averages()
+        avg.sums.update({str(k): float(v) for k, v in d["sums"].items()})
+        avg.count = int(d["count"])
+        return cls(int(d["epoch"]), int(d["batches"]), avg, float(d["seconds"]))
+
+
 def _format(values: dict[str, float]) -> str:
     return (
         f"loss {values['loss']:.4f} (jel {values['jel']:.4f}, l1 {values['l1']:.5f}, "
@@ -78,15 +106,24 @@ def train_one_epoch(
     log: Callable[[str], None],
     show_progress: bool,
     global_step: int = 0,
+    progress: EpochProgress | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, float]:
-    """One pass over ``loader``; returns the epoch's averaged loss terms, accuracy and grad_mean."""
+    """One pass over ``loader``; returns the epoch's averaged loss terms, accuracy and grad_mean.
+
+    ``progress`` continues an epoch stopped part-way (``loader`` then yields only the batches left) and
+    is updated in place. ``should_stop`` is asked after every batch; when it says yes the pass ends
+    there with ``progress.stopped`` set.
+    """
     model.train()
-    avg = _Averages()
-    start = time.time()
-    n_iter = len(loader)
+    progress = progress or EpochProgress(epoch)
+    avg = progress.avg
+    start = time.time() - progress.seconds
+    n_iter = progress.batches + len(loader)
     bar = tqdm(loader, desc=f"epoch {epoch:04d}/{num_epochs:04d}", disable=not show_progress, leave=False,
-               mininterval=1.0, dynamic_ncols=True)
-    for it, batch in enumerate(bar):
+               mininterval=1.0, dynamic_ncols=True, initial=progress.batches, total=n_iter)
+    for batch in bar:
+        it = progress.batches
         a, v, y = _forward(model, batch, device)
         a.retain_grad()
         loss, terms = encoder_loss(a, v, y, weights)
@@ -97,12 +134,18 @@ def train_one_epoch(
         grad_mean = a.grad.abs().mean().item() if a.grad is not None else 0.0
         values = {"loss": loss.item(), **{k: t.item() for k, t in terms.items()}, "grad_mean": grad_mean}
         avg.add(values, y.shape[0])
+        progress.batches += 1
         global_step += 1
         if print_every and global_step % print_every == 0:
             log(f"epoch {epoch:04d}/{num_epochs:04d} iter [{it + 1:05d}/{n_iter:05d}] train "
                 f"{_format(values)} grad_mean {grad_mean:.3e}")
+        if should_stop is not None and should_stop():
+            progress.stopped = True
+            break
+    bar.close()
+    progress.seconds = time.time() - start
     out = avg.means()
-    out["seconds"] = time.time() - start
+    out["seconds"] = progress.seconds
     return out
 
 
@@ -175,9 +218,16 @@ def checkpoint_dict(
     config: dict,
     metrics: dict | None,
     best_accu: float,
+    mid_epoch: EpochProgress | None = None,
 ) -> dict[str, Any]:
-    """One dict: a superset of the original ``{'meta': {'epoch'}, 'state_dict'}`` (SPEC §7.4)."""
+    """One dict: a superset of the original ``{'meta': {'epoch'}, 'state_dict'}`` (SPEC §7.4).
+
+    ``epoch`` is the last complete epoch. A run stopped part-way through the next one (Ctrl-C) saves
+    that epoch's :class:`EpochProgress` as ``mid_epoch``; its weights are then from that point, and
+    ``--resume`` continues with the next batch.
+    """
     state = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
+    extra = {"mid_epoch": mid_epoch.to_dict()} if mid_epoch is not None else {}
     return {
         "format": CHECKPOINT_FORMAT,
         "meta": {"epoch": epoch},
@@ -191,6 +241,7 @@ def checkpoint_dict(
         "metrics": metrics or {},
         "best_accu": best_accu,
         "rng": _plain_rng(rng_state()),
+        **extra,
     }
 
 
@@ -221,14 +272,27 @@ def save_checkpoints(ckpt: dict[str, Any], run_dir: Path, *, eval_epoch: bool, i
     """``latest.pth`` every epoch; ``epoch_N.pth`` at evaluation epochs; ``best.pth`` when accu improved.
 
     ``latest.pth`` is written atomically; the others are hard links to it (copies where links fail), so
-    no file is ever half-written and the three cost the disk space of one.
+    no file is ever half-written and the three cost the disk space of one. The checkpoint lists its
+    other names (``links``), so a run killed between the save and the links gets them on resume
+    (:func:`complete_links`).
     """
+    ckpt["links"] = ([f"epoch_{ckpt['epoch']}.pth"] if eval_epoch else []) + (["best.pth"] if is_best else [])
     latest = run_dir / "latest.pth"
     atomic_save(ckpt, latest)
-    if eval_epoch:
-        atomic_link(latest, run_dir / f"epoch_{ckpt['epoch']}.pth")
-    if is_best:
-        atomic_link(latest, run_dir / "best.pth")
+    for name in ckpt["links"]:
+        atomic_link(latest, run_dir / name)
+
+
+def complete_links(ckpt: dict[str, Any], run_dir: Path) -> list[str]:
+    """Makes the ``links`` of the checkpoint in ``run_dir/latest.pth`` that are missing or stale; returns them."""
+    latest = run_dir / "latest.pth"
+    made = []
+    for name in ckpt.get("links", []):
+        target = run_dir / name
+        if not (target.exists() and os.path.samefile(target, latest)):
+            atomic_link(latest, target)
+            made.append(name)
+    return made
 
 
 def lr_of(optimizer: torch.optim.Optimizer) -> float:

@@ -7,6 +7,9 @@ Generate:  python StackGAN/main.py --cfg ./StackGAN/cfg/eval_birds.yml --audio_s
                --data_dir ./data/birds --eval_net_g ./output/StackGAN/birds_speech_encoder/Model/netG_220000.pth
 
 Settings: defaults ← ``--cfg FILE`` (the original's YAML keys) ← flags.
+
+Ctrl-C (or SIGTERM) finishes the current step, saves a snapshot at that step and exits with status 130
+(143); ``--resume <run>/Model/latest.pth`` continues exactly.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as tdist
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from s2i import distributed
@@ -26,6 +29,7 @@ from s2i.checkpoints import CheckpointError, atomic_save, load_checkpoint
 from s2i.cli import run_cli
 from s2i.config import ConfigError, to_dict
 from s2i.grids import image_grid, save_png, to_uint8
+from s2i.interrupt import StopRequest, TrainingInterrupted, ignore_sigint_in_worker
 from s2i.runs import RunFolder, tensorboard_writer
 from StackGAN.config import GanConfig, load_gan_config, resolve_device, resolve_paths
 from StackGAN.datasets import dataset_from_config
@@ -43,19 +47,6 @@ from StackGAN.trainer import (
     snapshot_dict,
     train_step,
 )
-
-
-class ResumableSampler(DistributedSampler):
-    """A DistributedSampler that can start an epoch part-way, so a resumed run sees exactly the batches
-    the uninterrupted run would have seen."""
-
-    skip = 0
-
-    def __iter__(self):
-        return iter(list(super().__iter__())[self.skip:])
-
-    def __len__(self) -> int:
-        return super().__len__() - self.skip
 
 
 def model_args(cfg: GanConfig) -> tuple[dict, list[dict]]:
@@ -111,26 +102,73 @@ def _resume(cfg: GanConfig, state: GanState, log) -> int:
 
 
 def _save_snapshot(state: GanState, run: RunFolder, cfg: GanConfig, epoch: int, fixed: dict, dist) -> None:
-    """Snapshot dict, the original's netG_<step>.pth/netD<i>.pth, and sample grids (rank 0 writes)."""
+    """Snapshot dict, the original's netG_<step>.pth/netD<i>.pth, and sample grids (rank 0 writes).
+
+    ``latest.pth`` goes first, so a run killed part-way through keeps a snapshot that resumes exactly;
+    :func:`_complete_snapshot` writes the rest on resume. Only the periodic snapshots (every
+    TRAIN.SNAPSHOT_INTERVAL steps) touch the training state; the final one and the one of an interrupted
+    run leave it as an uninterrupted, longer run would have it at that step.
+    """
     for net in (state.G, *state.netsD):
         broadcast_module(net)  # BatchNorm statistics are per process; keep rank 0's everywhere
+    periodic = state.step % cfg.TRAIN.SNAPSHOT_INTERVAL == 0
+    # The original's bug (fixed_ema_bug False) leaves the average in the live G after every snapshot.
+    keep_average = periodic and not cfg.fixed_ema_bug
+    imgs = None
+    if dist.is_main or keep_average:
+        imgs = _sample_grids(state, fixed, keep_average, consume_rng=periodic and dist.is_main)
     if not dist.is_main:
         return
-    model_dir = run.path / "Model"
+    # Taken after the grids, so the snapshot holds the RNG state and live G that training continues with.
     snap = snapshot_dict(state, epoch=epoch, config=to_dict(cfg))
-    atomic_save(snap, model_dir / "latest.pth")
-    atomic_save(original_generator_state(snap), model_dir / f"netG_{state.step}.pth")
+    atomic_save(snap, run.path / "Model" / "latest.pth")
+    _write_snapshot_files(snap, run, imgs)
+
+
+def _sample_grids(state: GanState, fixed: dict, keep_average: bool = False, consume_rng: bool = False
+                  ) -> list[torch.Tensor]:
+    """The averaged G's images of the fixed inputs. Their conditioning-augmentation noise comes from the
+    global RNG only when ``consume_rng`` (periodic snapshots, as in the original), else from a fork of it."""
+    device = fixed["noise"].device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], enabled=not consume_rng):
+        with averaged_weights(state.G, state.ema, restore=not keep_average):
+            return generate(state.G, fixed["noise"], fixed["emb"])
+
+
+def _write_snapshot_files(snap: dict, run: RunFolder, imgs: list[torch.Tensor] | None,
+                          only_missing: bool = False) -> list[str]:
+    """netG_<step>.pth, netD<i>.pth (the latest snapshot's, rewritten every time) and the grids of ``imgs``;
+    returns the names written."""
+    model_dir, step = run.path / "Model", int(snap["step"])
+    written = []
+    net_g = model_dir / f"netG_{step}.pth"
+    if not (only_missing and net_g.exists()):
+        atomic_save(original_generator_state(snap), net_g)
+        written.append(net_g.name)
     for i, sd in enumerate(snap["D"]):
         atomic_save({f"module.{k}": v for k, v in sd.items()}, model_dir / f"netD{i}.pth")
-    with averaged_weights(state.G, state.ema, restore=cfg.fixed_ema_bug):
-        imgs = generate(state.G, fixed["noise"], fixed["emb"])
-    for i, img in enumerate(imgs):
-        save_png(image_grid(img), run.path / "Image" / f"count_{state.step:09d}_fake_samples{i}.png")
+    for i, img in enumerate(imgs or []):
+        save_png(image_grid(img), run.path / "Image" / f"count_{step:09d}_fake_samples{i}.png")
+        written.append(f"count_{step:09d}_fake_samples{i}.png")
+    return written
+
+
+def _complete_snapshot(state: GanState, run: RunFolder, fixed: dict, dist) -> None:
+    """On resume: writes the files of the snapshot resumed from that a killed run did not get to."""
+    if not dist.is_main:
+        return
+    grids = [run.path / "Image" / f"count_{state.step:09d}_fake_samples{i}.png" for i in range(len(state.netsD))]
+    imgs = None if all(p.exists() for p in grids) else _sample_grids(state, fixed)
+    written = _write_snapshot_files(snapshot_dict(state, epoch=0, config={}), run, imgs, only_missing=True)
+    if written:
+        run.logger.info(f"wrote {', '.join(written)} of the snapshot resumed from, which the interrupted run did "
+                        "not get to")
 
 
 def train(cfg: GanConfig, dist: distributed.DistInfo) -> dict:
     run_dir = _shared_run_dir(cfg, dist)
-    run = RunFolder(run_dir, resume=bool(cfg.resume), writer=dist.is_main, name="stackgan")
+    run = RunFolder(run_dir, resume=bool(cfg.resume), writer=dist.is_main, name="stackgan",
+                    checkpoint="Model/latest.pth")
     log = run.logger.info
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -142,16 +180,21 @@ def train(cfg: GanConfig, dist: distributed.DistInfo) -> dict:
         broadcast_module(D)
     state = GanState.create(G, netsD, cfg.TRAIN.GENERATOR_LR, cfg.TRAIN.DISCRIMINATOR_LR)
     _resume(cfg, state, log)
+    if cfg.resume:
+        dropped = run.trim_jsonl("losses.jsonl", lambda r: r.get("step", 0) <= state.step)
+        if dropped:
+            log(f"losses.jsonl: dropped {dropped} record(s) after step {state.step}, which this run does again")
     run.write_yaml("config.yaml", to_dict(cfg))
 
     batch = cfg.TRAIN.BATCH_SIZE
-    sampler = ResumableSampler(ds, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=cfg.seed,
-                               drop_last=False)
+    sampler = distributed.ResumableSampler(ds, num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
+                                           seed=cfg.seed, drop_last=False)
     # Full batches only: BatchNorm cannot train on a last batch of one image (the fork kept partial ones).
     # The loader gets its own generator: drawing its base seed from the global one would shift the noise
     # of a resumed run by one draw per epoch started.
     loader = DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=min(cfg.WORKERS, 8), drop_last=True,
-                        pin_memory=dist.device.type == "cuda", generator=torch.Generator().manual_seed(cfg.seed))
+                        pin_memory=dist.device.type == "cuda", generator=torch.Generator().manual_seed(cfg.seed),
+                        worker_init_fn=ignore_sigint_in_worker)
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
         raise ConfigError(f"{len(ds)} training images give no full batch of TRAIN.BATCH_SIZE {batch} per process")
@@ -169,6 +212,8 @@ def train(cfg: GanConfig, dist: distributed.DistInfo) -> dict:
     if dist.is_main and not (run.path / "Image" / "real_samples.png").exists():
         reals = torch.stack([ds.eval_images(i)[-1] for i in range(vis)])
         save_png(image_grid(reals), run.path / "Image" / "real_samples.png")
+    if cfg.resume:
+        _complete_snapshot(state, run, fixed, dist)
     tb = tensorboard_writer(run.path / "Log", cfg.tensorboard and dist.is_main)
     losses = loss_settings(cfg)
     log(f"StackGAN-v2: {cfg.dataset}, {len(ds)} images, {cfg.TREE.BRANCH_NUM} branches up to {ds.imsize}px, "
@@ -177,25 +222,33 @@ def train(cfg: GanConfig, dist: distributed.DistInfo) -> dict:
     t0, epoch, first_step = time.time(), start_epoch, state.step
     bar = tqdm(total=total_steps, initial=state.step, desc="train", disable=not (cfg.progress and dist.is_main),
                mininterval=1.0, dynamic_ncols=True)
-    while state.step < total_steps:
-        sampler.set_epoch(epoch)
-        ds.set_epoch(epoch)
-        for batch_data in loader:
-            stats = train_step(state, batch_data, losses, dist.device, z_dim=cfg.GAN.Z_DIM, ema_decay=cfg.ema_decay)
-            bar.update(1)
-            if state.step % cfg.TRAIN.LOG_INTERVAL == 0 or state.step == 1:
-                run.append_jsonl("losses.jsonl", {"step": state.step, "epoch": epoch, **stats})
-                if tb:
-                    for k, v in stats.items():
-                        tb.add_scalar(k, v, state.step)
-                log(f"step {state.step}/{total_steps} epoch {epoch} D {stats['D_total']:.3f} G {stats['G_total']:.3f} "
-                    f"({(time.time() - t0) / max(1, state.step - first_step):.2f}s/step)")
-            if state.step % cfg.TRAIN.SNAPSHOT_INTERVAL == 0 or state.step >= total_steps:
-                _save_snapshot(state, run, cfg, epoch, fixed, dist)
-            if state.step >= total_steps:
-                break
-        sampler.skip = 0
-        epoch += 1
+    with StopRequest(log, dist.device) as stop:
+        while state.step < total_steps:
+            sampler.set_epoch(epoch)
+            ds.set_epoch(epoch)
+            for batch_data in loader:
+                stats = train_step(state, batch_data, losses, dist.device, z_dim=cfg.GAN.Z_DIM,
+                                   ema_decay=cfg.ema_decay)
+                bar.update(1)
+                if state.step % cfg.TRAIN.LOG_INTERVAL == 0 or state.step == 1:
+                    run.append_jsonl("losses.jsonl", {"step": state.step, "epoch": epoch, **stats})
+                    if tb:
+                        for k, v in stats.items():
+                            tb.add_scalar(k, v, state.step)
+                    log(f"step {state.step}/{total_steps} epoch {epoch} D {stats['D_total']:.3f} "
+                        f"G {stats['G_total']:.3f} ({(time.time() - t0) / max(1, state.step - first_step):.2f}s/step)")
+                saved = state.step % cfg.TRAIN.SNAPSHOT_INTERVAL == 0 or state.step >= total_steps
+                if saved:
+                    _save_snapshot(state, run, cfg, epoch, fixed, dist)
+                if stop.requested():
+                    if not saved:
+                        _save_snapshot(state, run, cfg, epoch, fixed, dist)
+                    bar.close()
+                    _interrupted(run, tb, stop, state.step, total_steps)
+                if state.step >= total_steps:
+                    break
+            sampler.skip = 0
+            epoch += 1
     bar.close()
     fingerprints = distributed.gather_fingerprints(state.G)
     summary = {"run": str(run.path), "steps": state.step, "world_size": dist.world_size,
@@ -207,6 +260,16 @@ def train(cfg: GanConfig, dist: distributed.DistInfo) -> dict:
         tb.close()
     run.close()
     return summary
+
+
+def _interrupted(run: RunFolder, tb, stop: StopRequest, step: int, total_steps: int) -> None:
+    latest = run.path / "Model" / "latest.pth"
+    run.logger.info(f"interrupted at step {step}/{total_steps}: snapshot saved to {latest}; to continue, run the "
+                    f"same command with --resume {latest}")
+    if tb:
+        tb.close()
+    run.close()
+    raise TrainingInterrupted(f"interrupted at step {step}", stop.exit_code)
 
 
 def load_generator_for_eval(path: str | Path, device: torch.device, overrides: dict | None = None

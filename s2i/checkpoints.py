@@ -20,10 +20,14 @@ class CheckpointError(ValueError):
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename: never a half-written file."""
+    """``torch.save`` to a temporary file in the same folder, then rename: never a half-written file.
+
+    The temporary file is ``.<name>.<random>.<pid>.tmp``; one left by a killed process is recognised by
+    its dead pid and removed when the run folder is opened again (``s2i.runs.remove_stale_temp_files``).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".{os.getpid()}.tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             torch.save(obj, fh)
@@ -33,6 +37,21 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Makes a rename durable across a power cut too (a killed process needs no more than the rename)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on folders
+    finally:
+        os.close(fd)
 
 
 def atomic_link(src: str | Path, dst: str | Path) -> None:

@@ -1,4 +1,5 @@
-"""Process-group set-up for torchrun launches, and a check that replicas stayed identical.
+"""Process-group set-up for torchrun launches, the sampler both trainers shard with, and a check that
+replicas stayed identical.
 
 torchrun sets ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``; a plain ``python script.py`` has none of
 them and runs as a single process without a process group. gloo on CPU, NCCL on CUDA.
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.utils.data import DistributedSampler
 
 
 @dataclass(frozen=True)
@@ -83,3 +85,17 @@ def gather_fingerprints(module: torch.nn.Module) -> list[str]:
     out: list[str | None] = [None] * dist.get_world_size()
     dist.all_gather_object(out, mine)
     return [str(x) for x in out]
+
+
+class ResumableSampler(DistributedSampler):
+    """A DistributedSampler that can start an epoch part-way (``skip`` = indices of this rank already
+    used), so a run resumed mid-epoch sees exactly the batches the uninterrupted run would have seen."""
+
+    skip = 0
+
+    def __iter__(self):
+        return iter(list(super().__iter__())[self.skip:])
+
+    def __len__(self) -> int:
+        # ``skip`` is batches x batch size, which passes the end when the last batch was a short one.
+        return max(0, super().__len__() - self.skip)

@@ -289,6 +289,8 @@ def compute_split(
     if sidecar is not None and not ok:
         log(f"{pickle_path}: recomputing ({why})")
     pickle_path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in pickle_path.parent.glob(f".{pickle_path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)  # the pickle or sidecar a killed run was writing
     key = {"settings": settings, "manifest": {k: fingerprint[k] for k in ("num_images", "images_sha256")}}
     partial = PartialResult(pickle_path, key)
     n = len(manifest)

@@ -11,12 +11,11 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
-
-RUN_MARKERS = ("latest.pth", "config.yaml")
 
 
 class RunFolderError(RuntimeError):
@@ -36,20 +35,33 @@ def _jsonable(value: Any) -> Any:
 
 
 class RunFolder:
-    """One folder per run. ``writer`` is False on every rank but 0, which then writes nothing."""
+    """One folder per run. ``writer`` is False on every rank but 0, which then writes nothing.
 
-    def __init__(self, path: str | Path, *, resume: bool, writer: bool = True, name: str = "run") -> None:
+    ``checkpoint`` is where the run keeps the checkpoint that ``--resume`` continues from; it and
+    ``config.yaml`` (written when a run starts) mark a folder as taken.
+    """
+
+    def __init__(self, path: str | Path, *, resume: bool, writer: bool = True, name: str = "run",
+                 checkpoint: str = "latest.pth") -> None:
         self.path = Path(path)
         self.writer = writer
         if writer:
-            taken = [m for m in RUN_MARKERS if (self.path / m).exists()]
+            taken = [m for m in (checkpoint, "config.yaml") if (self.path / m).exists()]
             if taken and not resume:
-                raise RunFolderError(
-                    f"{self.path} already holds a run ({', '.join(taken)}); pass --resume "
-                    f"{self.path / 'latest.pth'} to continue it, or choose another --output_dir"
-                )
+                if (self.path / checkpoint).exists():
+                    how = f"pass --resume {self.path / checkpoint} to continue it"
+                else:
+                    how = (f"it has no {checkpoint} to --resume from yet (it is still running, or was stopped "
+                           f"before its first checkpoint): delete {self.path} to start it again")
+                raise RunFolderError(f"{self.path} already holds a run ({', '.join(taken)}); {how}, or choose "
+                                     "another --output_dir")
             self.path.mkdir(parents=True, exist_ok=True)
+        removed = remove_stale_temp_files(self.path) if writer else []
         self.logger = self._make_logger(name)
+        if removed:
+            self.logger.info(f"removed {len(removed)} temporary file(s) left by a killed run: "
+                             + ", ".join(str(p.relative_to(self.path)) for p in removed[:5])
+                             + (" ..." if len(removed) > 5 else ""))
 
     def _make_logger(self, name: str) -> logging.Logger:
         logger = logging.getLogger(f"s2i.{name}.{id(self)}")
@@ -87,11 +99,65 @@ class RunFolder:
         with open(self.path / name, "a") as fh:
             fh.write(json.dumps(record) + "\n")
 
+    def trim_jsonl(self, name: str, keep: Callable[[dict[str, Any]], bool]) -> int:
+        """Rewrites a JSONL log with only the records ``keep`` accepts; returns how many lines went.
+
+        A resumed run calls it with "at or before the checkpoint" so the steps or epochs it does again
+        are not logged twice; a last line cut short by a killed process goes too (appending after it
+        would glue the next record onto it).
+        """
+        path = self.path / name
+        if not self.writer or not path.is_file():
+            return 0
+        lines = path.read_text().splitlines()
+        kept = []
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and keep(record):
+                kept.append(line)
+        if len(kept) != len(lines):
+            self._atomic_text(name, "".join(line + "\n" for line in kept))
+        return len(lines) - len(kept)
+
     def _atomic_text(self, name: str, text: str) -> None:
         target = self.path / name
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         tmp.write_text(text)
         os.replace(tmp, target)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def remove_stale_temp_files(folder: str | Path) -> list[Path]:
+    """Deletes the ``.<name>[.<random>].<pid>.tmp`` files under ``folder`` whose process is gone.
+
+    Every atomic writer of a run folder (checkpoints, links, YAML/JSON, PNG grids) names its temporary
+    file this way; a process killed between the write and the rename leaves one behind. Files of a
+    living process are kept (it may be renaming them right now); ones without a pid have no owner left.
+    """
+    removed = []
+    for path in sorted(Path(folder).rglob(".*.tmp")):
+        parts = path.name.split(".")
+        pid = parts[-2] if len(parts) >= 4 else ""
+        if pid.isdigit() and (int(pid) == os.getpid() or _pid_alive(int(pid))):
+            continue
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(path)
+    return removed
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

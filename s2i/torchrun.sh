@@ -24,5 +24,5 @@ torchrun_stage() {
     mkdir -p "$log_dir"
     echo "nproc_per_node=$nproc nnodes=$nnodes node_rank=$node_rank master=$addr:$port"
     "$PYTHON" -m torch.distributed.run --nproc_per_node="$nproc" --nnodes="$nnodes" --node_rank="$node_rank" \
-        --master_addr="$addr" --master_port="$port" "$script" "$@" 2>&1 | tee -a "$log_dir/log.txt"
+        --master_addr="$addr" --master_port="$port" "$script" "$@" 2>&1 | tee -i -a "$log_dir/log.txt"
 }
