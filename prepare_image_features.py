@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from s2i.cli import run_cli
-from s2i.config import ConfigError, option, parse_config
+from s2i.config import ConfigError, option, parse_config, require
 from s2i.image_features import add_feature_path_to_manifest, compute_split
 from s2i.images import FLIPS, MIN_SIDE, view_protocol
 from s2i.manifests import DATA_ROOTS, DATASETS, ManifestError, load_manifest
@@ -102,9 +102,7 @@ class ImageFeatureConfig:
             (self.min_image_side >= 1, "--min_image_side must be at least 1"),
             (self.image_size is None or self.image_size >= 1, "--image_size must be positive"),
         ]
-        for ok, msg in checks:
-            if not ok:
-                raise ConfigError(msg)
+        require(checks)
 
     @property
     def root(self) -> Path:

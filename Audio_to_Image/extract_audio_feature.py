@@ -66,7 +66,7 @@ from Audio_to_Image.feature_cache import FeatureCache, load_features
 from Audio_to_Image.speech_encoder import CNNRNN, TIME_REDUCTION, encoder_steps, load_speech_encoder
 from s2i.checkpoints import CheckpointError
 from s2i.cli import run_cli
-from s2i.config import ConfigError, load_yaml, option, parse_config, to_dict
+from s2i.config import ConfigError, load_yaml, option, parse_config, require, to_dict
 from s2i.distributed import resolve_device
 from s2i.manifests import DATA_ROOTS, DATASETS, Manifest, ManifestError, load_manifest
 from s2i.safe_pickle import save_pickle
@@ -119,9 +119,7 @@ class ExtractConfig:
             (bool(self.audio_switch) and "/" not in self.audio_switch and "\\" not in self.audio_switch,
              f"--audio_switch must be a non-empty name without slashes, got {self.audio_switch!r}"),
         ]
-        for ok, msg in checks:
-            if not ok:
-                raise ConfigError(msg)
+        require(checks)
 
     @property
     def split_list(self) -> list[str]:

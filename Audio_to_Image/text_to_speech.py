@@ -38,7 +38,7 @@ from Audio_to_Image.tts import (
     write_wav_atomic,
 )
 from s2i.cli import run_cli
-from s2i.config import ConfigError, option, parse_config
+from s2i.config import option, parse_config, require
 from s2i.manifests import DATA_ROOTS, DATASETS, Manifest, ManifestError, load_manifest
 
 SPLITS = ("train", "test")
@@ -102,9 +102,7 @@ class TTSConfig:
             (self.manifest_every > 0, "--manifest_every must be positive"),
             ((self.text is None) == (self.save_path is None), "--text and --save_path go together"),
         ]
-        for ok, msg in checks:
-            if not ok:
-                raise ConfigError(msg)
+        require(checks)
 
     @property
     def split_list(self) -> list[str]:

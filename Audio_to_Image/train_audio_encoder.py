@@ -44,7 +44,7 @@ from Audio_to_Image.trainer import (
 from s2i import distributed
 from s2i.checkpoints import atomic_save, extract_state_dict, load_checkpoint, load_weights
 from s2i.cli import run_cli
-from s2i.config import ConfigError, option, parse_config, to_dict
+from s2i.config import ConfigError, option, parse_config, require, to_dict
 from s2i.interrupt import StopRequest, TrainingInterrupted, ignore_sigint_in_worker
 from s2i.manifests import DATA_ROOTS, DATASETS, load_manifest
 from s2i.runs import RunFolder, tensorboard_writer
@@ -109,9 +109,7 @@ class EncoderTrainConfig:
              "--embedding_dim must be even with --bidirectional"),
             (self.frontend.target_length >= 64, "frontend.target_length must be at least 64 frames"),
         ]
-        for ok, msg in checks:
-            if not ok:
-                raise ConfigError(msg)
+        require(checks)
 
     @property
     def root(self) -> Path:

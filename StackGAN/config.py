@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from s2i.config import ConfigError, _apply, _nest, build_parser, load_yaml, option
+from s2i.config import ConfigError, _apply, _nest, build_parser, load_yaml, option, require
 from s2i.manifests import DATASETS
 
 OUTPUT_ROOT = Path("./output/StackGAN")
@@ -156,9 +156,7 @@ class GanConfig:
             (self.TEXT.DIMENSION >= 1 and self.GAN.EMBEDDING_DIM >= 1 and self.GAN.Z_DIM >= 1,
              "TEXT.DIMENSION, GAN.EMBEDDING_DIM and GAN.Z_DIM must be positive"),
         ]
-        for ok, msg in checks:
-            if not ok:
-                raise ConfigError(msg)
+        require(checks)
 
     @property
     def imsize(self) -> int:

@@ -23,6 +23,13 @@ class ConfigError(ValueError):
     """A setting is unknown, has the wrong type, or contradicts another."""
 
 
+def require(checks: list[tuple[bool, str]], where: str | None = None) -> None:
+    """Raises ConfigError with the message of the first failed ``(condition, message)`` pair."""
+    for ok, msg in checks:
+        if not ok:
+            raise ConfigError(f"{where}: {msg}" if where else msg)
+
+
 def option(default: Any, help: str, *, flags: tuple[str, ...] = (), choices: tuple | None = None) -> Any:
     """A dataclass field with its help text, extra flag spellings and allowed values."""
     meta = {"help": help, "flags": flags, "choices": choices}
