@@ -117,6 +117,7 @@ def train_step(state: GanState, batch: dict, losses: LossSettings, device: torch
     out: dict[str, float] = {}
     for i, (D, opt) in enumerate(zip(state.netsD, state.optsD)):
         err = discriminator_loss(D, real[i], wrong[i], fake[i], mu, losses.uncond)
+        _check_finite(f"D_loss{i}", err, state.step + 1)
         opt.zero_grad(set_to_none=True)
         err.backward()
         _average_gradients(D)
@@ -124,6 +125,7 @@ def train_step(state: GanState, batch: dict, losses: LossSettings, device: torch
         out[f"D_loss{i}"] = err.item()
     total, parts = generator_loss(state.netsD, fake, mu, logvar, labels, uncond_weight=losses.uncond,
                                   kl_weight=losses.kl, cal_weight=losses.cal, colour_weight=losses.colour)
+    _check_finite("G_total", total, state.step + 1)
     state.optG.zero_grad(set_to_none=True)
     total.backward()
     _average_gradients(state.G)
@@ -140,10 +142,14 @@ def train_step(state: GanState, batch: dict, losses: LossSettings, device: torch
         out["colour_loss"] = parts["colour"].item()
     out["G_total"] = total.item()
     out["D_total"] = sum(out[f"D_loss{i}"] for i in range(len(state.netsD)))
-    for k, v in out.items():
-        if not np.isfinite(v):
-            raise FloatingPointError(f"non-finite {k} = {v} at step {state.step}; the last snapshot on disk is kept")
     return out
+
+
+def _check_finite(name: str, loss: torch.Tensor, step: int) -> None:
+    """Stops before a non-finite loss reaches an optimizer, so no weight is ever NaN."""
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"non-finite {name} = {loss.item()} at step {step}; training stopped before "
+                                 "updating any weight, and the last snapshot on disk is kept")
 
 
 @torch.no_grad()

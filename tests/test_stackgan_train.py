@@ -90,3 +90,25 @@ def test_torchrun_two_processes_end_with_identical_generators(tiny_gan_data, tmp
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 4
     assert len(summary["replica_fingerprints"]) == 2 and summary["replicas_identical"]
+
+
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_snapshot(tiny_gan_data, tmp_path, monkeypatch):
+    import pytest
+
+    from StackGAN import trainer
+
+    real = trainer.discriminator_loss
+    calls = {"n": 0}
+
+    def nan_after_step_6(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] > 12 else loss  # 2 discriminators per step
+
+    monkeypatch.setattr(trainer, "discriminator_loss", nan_after_step_6)
+    out = tmp_path / "run"
+    with pytest.raises(FloatingPointError, match=r"non-finite D_loss0 = nan at step 7"):
+        gan_main.main(gan_args(tiny_gan_data, out))
+    snap = torch.load(out / "Model" / "latest.pth", weights_only=True)
+    assert snap["step"] == 5
+    assert all(torch.isfinite(v).all() for v in snap["G"].values() if v.is_floating_point())
