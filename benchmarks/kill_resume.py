@@ -47,6 +47,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from s2i.synthetic import make_tiny_gan_dataset
+
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 
@@ -207,7 +209,7 @@ class Gan(Trainer):
     def __init__(self, tmp: Path) -> None:
         super().__init__(tmp)
         self.data = tmp / "tiny_gan"
-        make_tiny_gan_set(self.data)
+        make_tiny_gan_dataset(self.data)
 
     def command(self, out: Path, resume: bool) -> list[str]:
         cmd = [PYTHON, "StackGAN/main.py", "--data_dir", str(self.data), "--dataset", "birds", "--audio_switch", "t",
@@ -234,34 +236,6 @@ class Gan(Trainer):
             f"G/G_ema/D/optimizers {'equal' if same else 'DIFFER'}; each step logged once: "
             f"{'yes' if steps_once else 'NO'}; logged losses {'equal' if same_losses else 'DIFFER'}; "
             f"netG_<step>.pth files {'all there' if snaps == snaps_ref else 'MISSING ' + str(set(snaps_ref) - set(snaps))}")
-
-
-def make_tiny_gan_set(root: Path) -> None:
-    """The tests' tiny GAN set (tests/conftest.py::tiny_gan_data): 3 classes x 6 images (a coloured square
-    on grey, 80 px), 2 captions each, 24-d 'speech embeddings' that carry the class, in both splits."""
-    from PIL import Image
-
-    from s2i.safe_pickle import save_pickle
-
-    (root / "images").mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]
-    items = []
-    for c in range(3):
-        for i in range(6):
-            img = np.full((80, 80, 3), 120, np.uint8)
-            img[20:60, 20:60] = colours[c]
-            Image.fromarray(img).save(root / "images" / f"{c}_{i}.png")
-            items.append({"image": f"{c}_{i}.png", "class": f"{c + 1:03d}.c{c}", "text": ["x", "y"],
-                          "audio": [f"{c}_{i}_0.wav", f"{c}_{i}_1.wav"]})
-    for split in ("train", "test"):
-        (root / split).mkdir()
-        manifest = {"image_feature_path": "unused.pickle", "audio_base_path": "audio",
-                    "image_base_path": str(root / "images"), "data": items}
-        (root / f"{split}.json").write_text(json.dumps(manifest))
-        emb = np.stack([np.stack([np.repeat(np.eye(3)[c], 8) + rng.normal(0, 0.1, 24) for _ in range(2)])
-                        for c in range(3) for _ in range(6)]).astype(np.float32)
-        save_pickle(emb, root / split / "audio_features_t.pickle")
 
 
 def _shapes(out: Path, num_images: int) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from PIL import Image
 
 from s2i.safe_pickle import save_pickle
 
@@ -107,6 +108,33 @@ def make_dataset(root: str | Path, spec: SyntheticSpec | None = None) -> dict[st
         out[split] = root / f"{split}.json"
         out[split].write_text(json.dumps(manifest, indent=1))
     return out
+
+
+def make_tiny_gan_dataset(root: str | Path) -> Path:
+    """A tiny generator-stage set: 3 classes x 6 images (a coloured square on grey, 80 px), 2 captions each,
+    and 24-d 'speech embeddings' (``<split>/audio_features_t.pickle``) that carry the class, in both splits.
+    Enough for a StackGAN to learn from in a few CPU steps (tests, benchmarks/kill_resume.py)."""
+    root = Path(root)
+    (root / "images").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]
+    items = []
+    for c in range(3):
+        for i in range(6):
+            img = np.full((80, 80, 3), 120, np.uint8)
+            img[20:60, 20:60] = colours[c]
+            Image.fromarray(img).save(root / "images" / f"{c}_{i}.png")
+            items.append({"image": f"{c}_{i}.png", "class": f"{c + 1:03d}.c{c}", "text": ["x", "y"],
+                          "audio": [f"{c}_{i}_0.wav", f"{c}_{i}_1.wav"]})
+    for split in ("train", "test"):
+        (root / split).mkdir()
+        manifest = {"image_feature_path": "unused.pickle", "audio_base_path": "audio",
+                    "image_base_path": str(root / "images"), "data": items}
+        (root / f"{split}.json").write_text(json.dumps(manifest))
+        emb = np.stack([np.stack([np.repeat(np.eye(3)[c], 8) + rng.normal(0, 0.1, 24) for _ in range(2)])
+                        for c in range(3) for _ in range(6)]).astype(np.float32)
+        save_pickle(emb, root / split / "audio_features_t.pickle")
+    return root
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from s2i.synthetic import SyntheticSpec, make_dataset
+from s2i.synthetic import SyntheticSpec, make_dataset, make_tiny_gan_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,36 +45,8 @@ PYTHON = sys.executable
 
 @pytest.fixture(scope="session")
 def tiny_gan_data(tmp_path_factory) -> Path:
-    """3 classes x 6 images (a coloured square per class on grey, 80 px), 2 captions each, and 24-d
-    'speech embeddings' that carry the class, in both splits: enough for a generator to learn from."""
-    import json
-
-    import numpy as np
-    from PIL import Image
-
-    from s2i.safe_pickle import save_pickle
-
-    root = tmp_path_factory.mktemp("gan") / "tiny"
-    (root / "images").mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]
-    items = []
-    for c in range(3):
-        for i in range(6):
-            img = np.full((80, 80, 3), 120, np.uint8)
-            img[20:60, 20:60] = colours[c]
-            Image.fromarray(img).save(root / "images" / f"{c}_{i}.png")
-            items.append({"image": f"{c}_{i}.png", "class": f"{c + 1:03d}.c{c}", "text": ["x", "y"],
-                          "audio": [f"{c}_{i}_0.wav", f"{c}_{i}_1.wav"]})
-    for split in ("train", "test"):
-        (root / split).mkdir()
-        manifest = {"image_feature_path": "unused.pickle", "audio_base_path": "audio",
-                    "image_base_path": str(root / "images"), "data": items}
-        (root / f"{split}.json").write_text(json.dumps(manifest))
-        emb = np.stack([np.stack([np.repeat(np.eye(3)[c], 8) + rng.normal(0, 0.1, 24) for _ in range(2)])
-                        for c in range(3) for _ in range(6)]).astype(np.float32)
-        save_pickle(emb, root / split / "audio_features_t.pickle")
-    return root
+    """3 classes x 6 images, 2 captions each, 24-d class-carrying embeddings (s2i.synthetic.make_tiny_gan_dataset)."""
+    return make_tiny_gan_dataset(tmp_path_factory.mktemp("gan") / "tiny")
 
 
 def gan_args(data: Path, out: Path, *extra: str) -> list[str]:
