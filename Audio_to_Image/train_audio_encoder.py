@@ -213,9 +213,12 @@ def main(argv: list[str] | None = None) -> dict:
         cfg = dataclasses.replace(cfg, output_dir=str(Path(cfg.resume).parent))
     dist = distributed.init_distributed(cfg.device, cfg.local_rank)
     try:
-        return _run(cfg, dist)
-    finally:
-        distributed.cleanup()
+        result = _run(cfg, dist)
+    except BaseException:
+        distributed.cleanup(wait_for_peers=False)
+        raise
+    distributed.cleanup()
+    return result
 
 
 def _run(cfg: EncoderTrainConfig, dist: distributed.DistInfo) -> dict:

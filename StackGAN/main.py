@@ -330,9 +330,12 @@ def main(argv: list[str] | None = None) -> dict:
     cfg, _ = load_gan_config(argv, __doc__.splitlines()[0])
     dist = distributed.init_distributed(resolve_device(cfg), cfg.local_rank)
     try:
-        return train(cfg, dist) if cfg.TRAIN.FLAG else evaluate(cfg, dist)
-    finally:
-        distributed.cleanup()
+        result = train(cfg, dist) if cfg.TRAIN.FLAG else evaluate(cfg, dist)
+    except BaseException:
+        distributed.cleanup(wait_for_peers=False)
+        raise
+    distributed.cleanup()
+    return result
 
 
 def cli() -> None:

@@ -7,6 +7,7 @@ them and runs as a single process without a process group. gloo on CPU, NCCL on 
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 from dataclasses import dataclass
@@ -63,9 +64,21 @@ def barrier() -> None:
         dist.barrier()
 
 
-def cleanup() -> None:
+def cleanup(wait_for_peers: bool = True) -> None:
+    """Leaves the process group while the interpreter is fully alive.
+
+    Collects garbage first so no DistributedDataParallel reducer or pending gloo work object is left to be
+    destroyed during interpreter finalisation (which aborts the process with "terminate called without an
+    active exception"). After a successful run it also waits for every rank, so none tears its connections
+    down while a peer still uses them; after an error it does not (a peer may be stuck in another collective).
+    """
     if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        gc.collect()
+        try:
+            if wait_for_peers:
+                dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 def parameter_fingerprint(module: torch.nn.Module) -> str:
