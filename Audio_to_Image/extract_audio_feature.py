@@ -177,6 +177,12 @@ def frames_needed_table(model: CNNRNN, target_length: int) -> list[int]:
     return [0] + [min(target_length, frames_needed(model, n)) for n in range(1, full + 1)]
 
 
+def padded_frames(need: int, target_length: int) -> int:
+    """Frames a batch is cut to: ``need`` rounded up to whole encoder steps (fewer distinct shapes, and
+    more frames never hurt), capped at ``target_length``."""
+    return min(target_length, -(-need // TIME_REDUCTION) * TIME_REDUCTION)
+
+
 @torch.no_grad()
 def embed_batch(model: CNNRNN, specs: torch.Tensor, n_frames: torch.Tensor, full_steps: int) -> torch.Tensor:
     """Sentence embeddings of a batch that may be cut short of ``target_length`` (see module docstring).
@@ -293,9 +299,7 @@ def embed_clips(
                 if clip.error is not None:
                     raise AudioError(*clip.error)
             for batch in _batches(clips, batch_size, sort=length_batching):
-                # Round up to whole encoder steps: fewer distinct shapes, and more frames never hurt.
-                t = max(c.need for c in batch)
-                t = min(target, -(-t // TIME_REDUCTION) * TIME_REDUCTION)
+                t = padded_frames(max(c.need for c in batch), target)
                 x = torch.full((len(batch), frontend.n_mels, t), frontend.pad_value, dtype=torch.float32)
                 for row, clip in enumerate(batch):
                     x[row, :, : clip.spec.shape[1]] = clip.spec
@@ -333,7 +337,7 @@ def _file_sha1(path: Path) -> str:
     return h.hexdigest()
 
 
-def _explicit_keys(ns) -> set[str]:
+def explicit_keys(ns) -> set[str]:
     """Dotted names set on the command line or in the ``--config`` YAML (as opposed to defaulted)."""
     keys = {k for k in vars(ns) if k != "config"}
 
@@ -359,27 +363,52 @@ def _device(cfg: ExtractConfig) -> torch.device:
         raise ConfigError(str(exc)) from None
 
 
-def _load_model(cfg: ExtractConfig, device: torch.device) -> tuple[CNNRNN, dict[str, Any]]:
-    path = Path(cfg.model)
+def load_encoder(path: str | Path, device: torch.device, bidirectional: bool | None = None,
+                 rnn_layers: int | None = None, flag: str = "--model") -> tuple[CNNRNN, dict[str, Any]]:
+    """The encoder of a checkpoint (ours or the authors'), in eval mode on ``device``, and the checkpoint.
+
+    ``bidirectional``/``rnn_layers`` (the original's flags; None = take the checkpoint's) must agree
+    with the architecture read off the checkpoint; ``flag`` names the option that gave ``path``.
+    """
+    path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist (--model)")
+        raise CheckpointError(f"checkpoint {path} does not exist ({flag})")
     try:
         model, ckpt = load_speech_encoder(path, map_location="cpu")
     except TypeError as exc:  # model_args that CNNRNN does not take
         raise CheckpointError(f"checkpoint {path}: its model_args do not fit CNNRNN ({exc})") from None
-    bidirectional = model.num_dirs == 2
-    if cfg.bidirectional is not None and cfg.bidirectional != bidirectional:
-        flag = "--bidirectional" if cfg.bidirectional else "--no-bidirectional"
-        kind = "a bidirectional" if bidirectional else "a unidirectional"
-        raise CheckpointError(f"checkpoint {path} holds {kind} LSTM but {flag} was given")
-    if cfg.rnn_layers is not None and cfg.rnn_layers != model.rnn_layers:
+    is_bidirectional = model.num_dirs == 2
+    if bidirectional is not None and bidirectional != is_bidirectional:
+        given = "--bidirectional" if bidirectional else "--no-bidirectional"
+        kind = "a bidirectional" if is_bidirectional else "a unidirectional"
+        raise CheckpointError(f"checkpoint {path} holds {kind} LSTM but {given} was given")
+    if rnn_layers is not None and rnn_layers != model.rnn_layers:
         raise CheckpointError(f"checkpoint {path} holds {model.rnn_layers} LSTM layer(s) but --rnn_layers "
-                              f"{cfg.rnn_layers} was given")
+                              f"{rnn_layers} was given")
     return model.to(device).eval(), ckpt
 
 
-def _frontend(cfg: ExtractConfig, ns, ckpt: dict[str, Any], path: str) -> tuple[FrontEndConfig, str]:
-    """The checkpoint's front-end (or the SPEC §4 defaults), with explicit ``--frontend.*`` on top."""
+def check_frontend_fits(model: CNNRNN, frontend: FrontEndConfig) -> None:
+    """Raises ConfigError when the front-end's output cannot feed ``model`` (mel bands, length)."""
+    if frontend.n_mels != model.n_filters:
+        raise ConfigError(f"the checkpoint expects {model.n_filters} mel bands but the front-end gives "
+                          f"{frontend.n_mels} (frontend.n_mels)")
+    if model.steps_for(frontend.target_length) < 1:
+        raise ConfigError(f"frontend.target_length {frontend.target_length} is too short for one encoder step")
+
+
+def encoder_frontend(ckpt: dict[str, Any], path: str | Path, requested: FrontEndConfig, explicit: set[str]
+                     ) -> tuple[FrontEndConfig, str]:
+    """The checkpoint's front-end (or the SPEC §4 defaults), with the explicitly given ``--frontend.*`` on top.
+
+    Args:
+        ckpt: the encoder checkpoint (ours stores ``frontend``; the authors' has none).
+        path: where it came from (for messages).
+        requested: the command line's front-end block.
+        explicit: dotted names given explicitly (:func:`explicit_keys`); only ``frontend.*`` ones apply.
+    Returns:
+        (front-end config, a phrase naming where it came from).
+    """
     if isinstance(ckpt.get("frontend"), dict):
         try:
             base = FrontEndConfig.from_dict(ckpt["frontend"])
@@ -388,9 +417,8 @@ def _frontend(cfg: ExtractConfig, ns, ckpt: dict[str, Any], path: str) -> tuple[
         source = "the checkpoint"
     else:
         base, source = FrontEndConfig(), "the SPEC §4 defaults (the checkpoint stores none)"
-    explicit = _explicit_keys(ns)
     names = [f.name for f in dataclasses.fields(FrontEndConfig) if f"frontend.{f.name}" in explicit]
-    changed = {n: getattr(cfg.frontend, n) for n in names if getattr(cfg.frontend, n) != getattr(base, n)}
+    changed = {n: getattr(requested, n) for n in names if getattr(requested, n) != getattr(base, n)}
     if changed:
         if source == "the checkpoint":
             _warn("--frontend overrides the settings the encoder was trained with: "
@@ -527,13 +555,9 @@ def extract_split(cfg: ExtractConfig, split: str, model: CNNRNN, ckpt_info: dict
 def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
     cfg, ns = parse_config(ExtractConfig, argv, __doc__.splitlines()[0])
     device = _device(cfg)
-    model, ckpt = _load_model(cfg, device)
-    frontend, source = _frontend(cfg, ns, ckpt, cfg.model)
-    if frontend.n_mels != model.n_filters:
-        raise ConfigError(f"the checkpoint expects {model.n_filters} mel bands but the front-end gives "
-                          f"{frontend.n_mels} (frontend.n_mels)")
-    if model.steps_for(frontend.target_length) < 1:
-        raise ConfigError(f"frontend.target_length {frontend.target_length} is too short for one encoder step")
+    model, ckpt = load_encoder(cfg.model, device, cfg.bidirectional, cfg.rnn_layers)
+    frontend, source = encoder_frontend(ckpt, cfg.model, cfg.frontend, explicit_keys(ns))
+    check_frontend_fits(model, frontend)
     epoch = ckpt.get("epoch", ckpt.get("meta", {}).get("epoch") if isinstance(ckpt.get("meta"), dict) else None)
     ckpt_info = {"path": str(Path(cfg.model).resolve()), "epoch": epoch, "sha1": _file_sha1(Path(cfg.model)),
                  "format": "ours" if "model_args" in ckpt else "original"}

@@ -71,10 +71,21 @@ def _coerce(value: Any, base: Any, optional: bool, key: str, where: str) -> Any:
     elif dataclasses.is_dataclass(base):
         if isinstance(value, dict):
             return value
+    elif typing.get_origin(base) is list:
+        (item,) = typing.get_args(base)
+        if isinstance(value, list) and all(_is_a(v, item) for v in value):
+            return [float(v) if item is float else v for v in value]
     elif isinstance(value, base):
         return value
-    name = getattr(base, "__name__", str(base))
+    name = str(base) if typing.get_origin(base) is list else getattr(base, "__name__", str(base))
     raise ConfigError(f"{where}: '{key}' must be {name}{' or null' if optional else ''}, got {value!r}")
+
+
+def _is_a(value: Any, base: type) -> bool:
+    """A list item's type check, with the same rules as a single value's (bool is not an int, ints widen)."""
+    if isinstance(value, bool):
+        return base is bool
+    return isinstance(value, (int, float)) if base is float else isinstance(value, base)
 
 
 def _parse_cli_value(text: str, base: Any, optional: bool, flag: str) -> Any:
@@ -114,6 +125,11 @@ def build_parser(cls: type, description: str) -> argparse.ArgumentParser:
             kwargs["choices"] = f.metadata["choices"]
         if base is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(base) is list:
+            # ``--wav a.wav b.wav`` and ``--wav a.wav --wav b.wav`` both give [a.wav, b.wav].
+            (item,) = typing.get_args(base)
+            kwargs.update(action="extend", nargs="+", metavar=item.__name__.upper(),
+                          type=lambda text, b=item, fl=flags[0]: _parse_cli_value(text, b, False, fl))
         else:
             kwargs["type"] = lambda text, b=base, o=optional, fl=flags[0]: _parse_cli_value(text, b, o, fl)
             kwargs["metavar"] = base.__name__.upper()
