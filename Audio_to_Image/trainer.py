@@ -5,6 +5,7 @@ No argparse and no files here beyond the checkpoint writer; the stage script wir
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import random
@@ -108,8 +109,11 @@ def train_one_epoch(
     global_step: int = 0,
     progress: EpochProgress | None = None,
     should_stop: Callable[[], bool] | None = None,
+    prototypes: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """One pass over ``loader``; returns the epoch's averaged loss terms, accuracy and grad_mean.
+
+    ``prototypes`` are the class targets of the optional prototype loss (``weights.proto``).
 
     ``progress`` continues an epoch stopped part-way (``loader`` then yields only the batches left) and
     is updated in place. ``should_stop`` is asked after every batch; when it says yes the pass ends
@@ -126,7 +130,7 @@ def train_one_epoch(
         it = progress.batches
         a, v, y = _forward(model, batch, device)
         a.retain_grad()
-        loss, terms = encoder_loss(a, v, y, weights)
+        loss, terms = encoder_loss(a, v, y, weights, prototypes)
         _check_finite(loss, terms, epoch, it)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -167,8 +171,10 @@ def evaluate(
     """Validation loss and the retrieval metrics of SPEC §9 plus class-level R@K and mAP.
 
     One caption and one view per test image, drawn by the dataset's seeded choices, so every
-    evaluation of a run sees the same pairs (the original re-drew them each time).
+    evaluation of a run sees the same pairs (the original re-drew them each time). The validation loss
+    leaves the prototype term out: test classes need not be training classes (CUB's split).
     """
+    weights = dataclasses.replace(weights, proto=False)
     net = unwrap(model)
     net.eval()
     avg = _Averages()

@@ -3,6 +3,7 @@
 import math
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -96,3 +97,41 @@ def test_total_is_the_weighted_sum_and_disabled_terms_are_zero():
     assert terms["jel"].item() == 0 and terms["distill"].item() == 0
     assert only_l1.item() == pytest.approx(2 * normalised_l1_loss(a, v).item(), rel=1e-6)
     assert 0.0 <= terms["accu"].item() <= 100.0
+
+
+def test_class_prototypes_are_unit_class_means():
+    from Audio_to_Image.losses import class_prototypes
+
+    feats = [np.array([[2.0, 0.0], [4.0, 0.0]]), np.array([[0.0, 3.0]]), np.array([[0.0, 1.0]])]
+    p = class_prototypes(feats, [0, 1, 1], num_classes=3)
+    assert p.shape == (3, 2)
+    torch.testing.assert_close(p[0], torch.tensor([1.0, 0.0]))
+    torch.testing.assert_close(p[1], torch.tensor([0.0, 1.0]))
+    assert torch.count_nonzero(p[2]) == 0  # a class without images never attracts anything
+
+
+def test_prototype_loss_is_cross_entropy_over_cosines():
+    from Audio_to_Image.losses import prototype_loss
+
+    protos = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    a = torch.tensor([[3.0, 0.0], [1.0, 1.0]])
+    y = torch.tensor([0, 1])
+    # cosines: row 0 → (1, 0), row 1 → (0.7071, 0.7071); logits = cos / 0.5
+    expected = 0.5 * (math.log(1 + math.exp(-2.0)) + math.log(2.0))
+    assert prototype_loss(a, y, protos, temperature=0.5).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_encoder_loss_adds_the_prototype_term_only_when_on():
+    from Audio_to_Image.losses import LossWeights, encoder_loss, prototype_loss
+
+    g = torch.Generator().manual_seed(0)
+    a, v = torch.randn(4, 6, generator=g), torch.randn(4, 6, generator=g)
+    y = torch.tensor([0, 1, 0, 2])
+    protos = torch.nn.functional.normalize(torch.randn(3, 6, generator=g), dim=1)
+    base, terms = encoder_loss(a, v, y, LossWeights(jel=True))
+    assert "proto" not in terms
+    w = LossWeights(jel=True, proto=True, lambda_proto=2.0, proto_T=0.2)
+    total, terms = encoder_loss(a, v, y, w, protos)
+    assert total.item() == pytest.approx(base.item() + 2.0 * prototype_loss(a, y, protos, 0.2).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="no class prototypes"):
+        encoder_loss(a, v, y, w)
