@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from Audio_to_Image.audio import FrontEndConfig
+from Audio_to_Image.augment import SpecAugmentConfig, augment_logmel
 from Audio_to_Image.feature_cache import FeatureCache, load_features
 from Audio_to_Image.speech_encoder import TIME_REDUCTION
 from s2i.manifests import Manifest, ManifestError
@@ -37,6 +38,7 @@ class SpeechImageDataset(Dataset):
         cache: a :class:`FeatureCache`, or None to decode every clip every time (the original).
         seed: base of the per-sample random choices.
         min_frames: clips shorter than this are redrawn (the original's guard, bounded here).
+        augment: spectrogram augmentation (training only; None or inactive = the original's samples).
     """
 
     def __init__(
@@ -47,6 +49,7 @@ class SpeechImageDataset(Dataset):
         cache: FeatureCache | None,
         seed: int = 1234,
         min_frames: int = TIME_REDUCTION,
+        augment: SpecAugmentConfig | None = None,
     ) -> None:
         if len(features) != len(manifest):
             raise ManifestError(
@@ -58,6 +61,7 @@ class SpeechImageDataset(Dataset):
         self.cache = cache
         self.seed = seed
         self.min_frames = min_frames
+        self.augment = augment
         self.epoch = 0
 
     @property
@@ -86,6 +90,8 @@ class SpeechImageDataset(Dataset):
             if n_frames >= self.min_frames:
                 break
         spec, n_frames = best
+        if self.augment is not None and self.augment.active:
+            spec, n_frames = augment_logmel(spec, n_frames, self.augment, rng, self.frontend.pad_value)
         return {
             "image_feat": torch.from_numpy(np.ascontiguousarray(feats[view], dtype=np.float32)),
             "spec": torch.from_numpy(spec),

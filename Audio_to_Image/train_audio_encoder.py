@@ -26,6 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from Audio_to_Image.audio import FrontEndConfig
+from Audio_to_Image.augment import SpecAugmentConfig
 from Audio_to_Image.datasets import SpeechImageDataset, load_teacher_features
 from Audio_to_Image.feature_cache import FeatureCache
 from Audio_to_Image.losses import LossWeights, class_prototypes
@@ -100,6 +101,7 @@ class EncoderTrainConfig:
     tensorboard: bool = option(True, "also log to TensorBoard when it is installed")
     progress: bool = option(True, "show progress bars")
     frontend: FrontEndConfig = dataclasses.field(default_factory=FrontEndConfig)
+    augment: SpecAugmentConfig = dataclasses.field(default_factory=SpecAugmentConfig)
 
     def __post_init__(self) -> None:
         checks = [
@@ -137,7 +139,8 @@ def _build_data(cfg: EncoderTrainConfig, dist: distributed.DistInfo, log):
     cache = None
     if cfg.feature_cache == "on":
         cache = FeatureCache(cfg.feature_cache_dir or cfg.root / "feature_cache", cfg.frontend)
-    train_ds = SpeechImageDataset(train_m, load_teacher_features(train_m), cfg.frontend, cache, seed=cfg.seed)
+    train_ds = SpeechImageDataset(train_m, load_teacher_features(train_m), cfg.frontend, cache, seed=cfg.seed,
+                                  augment=cfg.augment)
     test_ds = SpeechImageDataset(test_m, load_teacher_features(test_m), cfg.frontend, cache, seed=cfg.seed + 1)
     for name, ds in (("training", train_ds), ("test", test_ds)):
         if ds.feature_dim != cfg.embedding_dim:
