@@ -126,6 +126,8 @@ class GanConfig:
                                           "<DATA_DIR>/<split>/audio_features_<audio_switch>.pickle")
     resume: str | None = option(None, "checkpoint to continue training from (ours, or the authors' netG_<N>.pth)")
     max_steps: int | None = option(None, "stop after this many iterations in total (for short CPU runs)")
+    embedding_norm: bool = option(False, "ours: standardise the speech embeddings with the training set's "
+                                  "per-dimension mean and std inside G (stored in the checkpoint); off = the paper")
     ema_decay: float = option(0.999, "decay of the generator's exponential moving average")
     fixed_ema_bug: bool = option(True, "the live generator keeps its own weights after a snapshot (False = the "
                                  "original's bug: it continues from the EMA weights)")

@@ -52,7 +52,7 @@ from StackGAN.trainer import (
 def model_args(cfg: GanConfig) -> tuple[dict, list[dict]]:
     g = {"branch_num": cfg.TREE.BRANCH_NUM, "gf_dim": cfg.GAN.GF_DIM, "z_dim": cfg.GAN.Z_DIM,
          "embedding_dim": cfg.GAN.EMBEDDING_DIM, "text_dim": cfg.TEXT.DIMENSION, "r_num": cfg.GAN.R_NUM,
-         "b_condition": cfg.GAN.B_CONDITION}
+         "b_condition": cfg.GAN.B_CONDITION, "embedding_norm": cfg.embedding_norm}
     d = [{"resolution": cfg.TREE.BASE_SIZE * 2**i, "df_dim": cfg.GAN.DF_DIM, "embedding_dim": cfg.GAN.EMBEDDING_DIM,
           "b_condition": cfg.GAN.B_CONDITION} for i in range(cfg.TREE.BRANCH_NUM)]
     return g, d
@@ -175,6 +175,10 @@ def train(cfg: GanConfig, dist: distributed.DistInfo) -> dict:
     ds = dataset_from_config(cfg)
     g_args, d_args = model_args(cfg)
     G, netsD = build_models(g_args, d_args, dist.device)
+    if G.embedding_norm:
+        G.set_embedding_statistics(torch.from_numpy(np.asarray(ds.embeddings)).to(dist.device))
+        log(f"embeddings standardised with the training set's statistics (mean |μ| "
+            f"{G.emb_mean.abs().mean():.4f}, mean σ {G.emb_std.mean():.4f})")
     broadcast_module(G)
     for D in netsD:
         broadcast_module(D)

@@ -246,6 +246,11 @@ class G_NET(nn.Module):  # the original's name, which users know from its checkp
         r_num: residual blocks per refinement stage.
         b_condition: conditional model (CA net, c fed to every stage). ``False`` is the unconditional
             upstream variant: no CA net, the first stage sees z alone and later stages tile z.
+        embedding_norm: ours, off by default: standardise each embedding dimension with the training
+            set's mean and std (buffers ``emb_mean``/``emb_std``, set by :meth:`set_embedding_statistics`)
+            before the CA net. Speech embeddings are small (per-dimension std ≈ 0.02 on shapes), so the CA
+            net's unit-variance noise drowns them for thousands of steps; standardised, the generator
+            follows its condition from the start. The buffers travel in the checkpoint.
         init_weights: apply :func:`weights_init` (skip it when weights will be loaded anyway; not an
             architecture argument, so it is not stored in ``args``).
     """
@@ -259,6 +264,7 @@ class G_NET(nn.Module):  # the original's name, which users know from its checkp
         text_dim: int = 1024,
         r_num: int = 2,
         b_condition: bool = True,
+        embedding_norm: bool = False,
         *,
         init_weights: bool = True,
     ) -> None:
@@ -275,7 +281,12 @@ class G_NET(nn.Module):  # the original's name, which users know from its checkp
             "text_dim": text_dim,
             "r_num": r_num,
             "b_condition": b_condition,
+            "embedding_norm": embedding_norm,
         }
+        self.embedding_norm = embedding_norm and b_condition
+        if self.embedding_norm:
+            self.register_buffer("emb_mean", torch.zeros(text_dim))
+            self.register_buffer("emb_std", torch.ones(text_dim))
         self.branch_num = branch_num
         self.z_dim = z_dim
         self.text_dim = text_dim
@@ -294,6 +305,15 @@ class G_NET(nn.Module):  # the original's name, which users know from its checkp
             self.img_net3 = GetImageG(gf_dim // 4)
         if init_weights:
             self.apply(weights_init)
+
+    @torch.no_grad()
+    def set_embedding_statistics(self, embeddings: torch.Tensor) -> None:
+        """Sets the standardisation of ``embedding_norm`` from training embeddings ``(..., text_dim)``."""
+        if not self.embedding_norm:
+            raise ValueError("set_embedding_statistics needs a G_NET built with embedding_norm=True")
+        flat = embeddings.reshape(-1, self.text_dim).double()
+        self.emb_mean.copy_(flat.mean(0))
+        self.emb_std.copy_(flat.std(0).clamp_min(1e-6))
 
     def forward(
         self, z: torch.Tensor, emb: torch.Tensor | None = None, *, use_mu: bool = False
@@ -315,6 +335,8 @@ class G_NET(nn.Module):  # the original's name, which users know from its checkp
             if emb is None:
                 raise ValueError("G_NET(b_condition=True) needs an embedding: call G(z, emb)")
             _check_input("G_NET embedding", emb, (z.shape[0], self.text_dim))
+            if self.embedding_norm:
+                emb = (emb - self.emb_mean) / self.emb_std
             c, mu, logvar = self.ca_net(emb, sample=not use_mu)
             h = self.h_net1(torch.cat((c, z), 1))
         else:

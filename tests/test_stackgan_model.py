@@ -367,3 +367,28 @@ def test_authors_discriminator_checkpoint_round_trip(resolution, tmp_path):
         (a1, a2), ca = d(x, c)
         (b1, b2), cb = loaded(x, c)
     assert torch.equal(a1, b1) and torch.equal(a2, b2) and torch.equal(ca, cb)
+
+
+def test_embedding_norm_standardises_inside_g_and_is_off_by_default():
+    from StackGAN.model import G_NET
+
+    assert not any(k.startswith("emb_") for k in G_NET(branch_num=1, gf_dim=8, text_dim=6).state_dict())
+    torch.manual_seed(0)
+    g_norm = G_NET(branch_num=1, gf_dim=8, text_dim=6, embedding_norm=True).eval()
+    g_plain = G_NET(branch_num=1, gf_dim=8, text_dim=6).eval()
+    g_plain.load_state_dict({k: v for k, v in g_norm.state_dict().items() if not k.startswith("emb_")})
+    train_embs = torch.randn(50, 3, 6) * 0.02 + 0.5
+    g_norm.set_embedding_statistics(train_embs)
+    flat = train_embs.reshape(-1, 6).double()
+    torch.testing.assert_close(g_norm.emb_mean, flat.mean(0).float())
+    z, x = torch.randn(4, 100), torch.randn(4, 6)
+    with torch.no_grad():
+        a = g_norm(z, g_norm.emb_mean + g_norm.emb_std * x, use_mu=True)[0][0]
+        b = g_plain(z, x, use_mu=True)[0][0]
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    assert g_norm.args["embedding_norm"] is True
+    rebuilt = G_NET(**g_norm.args, init_weights=False)
+    rebuilt.load_state_dict(g_norm.state_dict(), strict=True)  # the statistics travel in the state dict
+    torch.testing.assert_close(rebuilt.emb_std, g_norm.emb_std)
+    with pytest.raises(ValueError, match="embedding_norm=True"):
+        g_plain.set_embedding_statistics(train_embs)
