@@ -33,6 +33,7 @@ from s2i.evaluation import (
     generated_images,
     generated_resolutions,
     load_speech_embeddings,
+    per_voice_recall,
     pick_samples,
     resized_copies,
     speech_encoder_section,
@@ -189,6 +190,9 @@ def evaluate(cfg: EvaluateConfig, log=print) -> dict[str, Any]:
             raise EvaluationError(f"speech embeddings are {emb.shape[2]}-d but the teacher features "
                                   f"{manifest.image_feature_path} are {feats.shape[1]}-d")
         metrics["speech_encoder"] = speech_encoder_section(emb, feats, manifest.labels, groups)
+        if voices["seen"] or voices["held_out"]:
+            metrics["speech_encoder_by_voice"] = per_voice_recall(emb, feats, manifest.labels, test_voices,
+                                                                  set(voices["held_out"]))
         timings["speech_encoder"] = time.time() - t0
         log(f"speech encoder: s2i R@1 {metrics['speech_encoder']['all']['s2i_R1']:.3f} over "
             f"{metrics['speech_encoder']['all']['queries']} test captions")

@@ -96,6 +96,9 @@ def test_every_metric_end_to_end(world):
     assert enc["seen voices"]["s2i_R1"] == 1.0 and enc["seen voices"]["queries"] == len(test)
     assert enc["held-out voices"]["s2i_R1"] == 0.0
     assert enc["all"]["s2i_R1"] == pytest.approx(0.5)
+    by_voice = {r["voice"]: r for r in saved["speech_encoder_by_voice"]}
+    assert by_voice[HELD_OUT]["s2i_R1"] == 0.0 and by_voice[HELD_OUT]["held out"] == "yes"
+    assert by_voice[TRAIN_VOICES[0]]["s2i_R1"] == 1.0 and by_voice[TRAIN_VOICES[0]]["captions"] == len(test)
     # Attributes: a judge that always says "red circle" is right exactly where the caption said so.
     colours = [it.class_name.split(".")[1].split("_")[0] for it in test.items]
     shapes = [it.class_name.split("_")[-1] for it in test.items]
