@@ -1,0 +1,86 @@
+"""The demo's orchestration: stages run in order with their wall time, a second run reuses what finished,
+--force and --from run stages again (keeping earlier run folders), a failing stage stops with a clear
+message, and summary.json gathers the checkpoints, report, times and metrics."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+import demo
+
+
+def _fake_stages(tmp: Path, fail: str | None = None):
+    """Three stages that append their name to a log; the last writes an evaluation folder's metrics."""
+    log = tmp / "ran.txt"
+    gan = tmp / "out" / "generator"
+
+    def stage(name, code, outputs=()):
+        if name == fail:
+            code = "import sys; sys.exit(3)"
+        return demo.Stage(name, f"the {name} stage",
+                          [sys.executable, "-c", f"open({str(log)!r}, 'a').write({name!r} + '\\n'); {code}"],
+                          [str(p) for p in outputs])
+
+    metrics = {"speech_encoder": {"all": {"s2i_R1": 0.95}}, "attributes": {}, "fid": {"FID": 12.5}}
+    return [
+        stage("speech_encoder", f"import os; os.makedirs({str(tmp / 'out' / 'speech_encoder')!r}, exist_ok=True)"),
+        stage("generator", f"import os; os.makedirs({str(gan / 'Model')!r}, exist_ok=True)", [gan / "Model"]),
+        stage("evaluate", f"import os, json; d = {str(gan / 'Model' / 'iteration9')!r}; os.makedirs(d, exist_ok=True); "
+                          f"json.dump({metrics!r}, open(os.path.join(d, 'metrics.json'), 'w'))"),
+    ], log
+
+
+@pytest.fixture
+def fake(tmp_path, monkeypatch):
+    stages, log = _fake_stages(tmp_path)
+    monkeypatch.setattr(demo, "stages", lambda cfg: stages)
+    return tmp_path, log
+
+
+def _main(tmp, *args):
+    return demo.main(["--out", str(tmp / "out"), *args])
+
+
+def test_runs_every_stage_then_reuses_them(fake, capsys):
+    tmp, log = fake
+    summary = _main(tmp)
+    assert log.read_text().split() == ["speech_encoder", "generator", "evaluate"]
+    saved = json.loads((tmp / "out" / "summary.json").read_text())
+    assert saved["metrics"]["fid"]["FID"] == 12.5 and set(saved["stage_seconds"]) == {"speech_encoder", "generator",
+                                                                                     "evaluate"}
+    assert saved["report"].endswith("generator/report.html") and summary["metrics"] == saved["metrics"]
+    for key in ("speech_encoder_checkpoint", "generator_checkpoint", "report", "stage_seconds", "metrics"):
+        assert key in saved
+    _main(tmp)  # everything is reused
+    assert log.read_text().split() == ["speech_encoder", "generator", "evaluate"]
+    assert "reused" in capsys.readouterr().out
+
+
+def test_from_reruns_that_stage_and_later_and_keeps_old_run_folders(fake):
+    tmp, log = fake
+    _main(tmp)
+    _main(tmp, "--from", "generator")
+    assert log.read_text().split() == ["speech_encoder", "generator", "evaluate", "generator", "evaluate"]
+    kept = [p.name for p in (tmp / "out").iterdir() if p.name.startswith("generator.old_")]
+    assert len(kept) == 1  # the first generator run folder was renamed, not deleted
+    _main(tmp, "--force")
+    assert log.read_text().split()[-3:] == ["speech_encoder", "generator", "evaluate"]
+
+
+def test_a_failing_stage_stops_with_its_name(tmp_path, monkeypatch):
+    stages, log = _fake_stages(tmp_path, fail="generator")
+    monkeypatch.setattr(demo, "stages", lambda cfg: stages)
+    with pytest.raises(ValueError, match="stage generator failed .exit status 3"):
+        _main(tmp_path)
+    assert log.read_text().split() == ["speech_encoder", "generator"]
+    assert not (tmp_path / "out" / "summary.json").exists()
+
+
+def test_stage_names_are_checked_and_listed(capsys):
+    with pytest.raises(ValueError, match="'nope' is not a stage"):
+        demo.main(["--from", "nope"])
+    demo.main(["--list"])
+    out = capsys.readouterr().out
+    assert "speech_encoder" in out and "evaluate" in out
