@@ -532,8 +532,7 @@ def infer_generator_args(state: Mapping[str, torch.Tensor]) -> dict:
     else:
         args["z_dim"] = in_dim
     args["branch_num"] = sum(f"img_net{i}.img.0.weight" in state for i in (1, 2, 3))
-    if "emb_mean" in state:  # our embedding_norm buffers (netG_<N>.pth of a run that used them)
-        args["embedding_norm"] = True
+    args["embedding_norm"] = "emb_mean" in state  # our buffers: a netG_<N>.pth of a run with embedding_norm
     residuals = {k.split(".")[2] for k in state if k.startswith("h_net2.residual.")}
     if residuals:
         args["r_num"] = len(residuals)

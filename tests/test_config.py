@@ -84,7 +84,7 @@ def test_readme_command_parses_as_written():
 def test_readme_command_loss_weights():
     cfg, _ = parse_config(EncoderTrainConfig, README_ARGS, "test")
     w = cfg.loss_weights()
-    assert dataclasses.astuple(w) == (True, 1.0, 0.1, True, 5.0, True, 1000.0, 2.0)
+    assert dataclasses.astuple(w) == (True, 1.0, 0.1, True, 5.0, True, 1000.0, 2.0, False, 1.0, 0.1)  # prototype loss off
 
 
 def test_encoder_defaults_are_the_originals():

@@ -166,7 +166,7 @@ def test_generator_takes_any_embedding_size():
     assert g.ca_net.fc.weight.shape == (512, 1280)
     assert [tuple(x.shape) for x in imgs] == [(2, 3, 64, 64), (2, 3, 128, 128)]
     assert g.args == {"branch_num": 2, "gf_dim": 8, "z_dim": 100, "embedding_dim": 128, "text_dim": 1280,
-                      "r_num": 2, "b_condition": True}
+                      "r_num": 2, "b_condition": True, "embedding_norm": False}
     with pytest.raises(ValueError, match=r"\(2, 1280\).*\(2, 1024\)"):
         g(torch.randn(2, 100), torch.randn(2, 1024))
     with pytest.raises(ValueError, match="needs an embedding"):

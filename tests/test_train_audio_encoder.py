@@ -121,8 +121,8 @@ def test_non_finite_loss_stops_with_the_term_and_keeps_the_last_checkpoint(toy_d
     good = (out / "latest.pth").read_bytes()
     real = trainer.encoder_loss
 
-    def nan_l1(a, v, y, w):
-        total, terms = real(a, v, y, w)
+    def nan_l1(a, v, y, w, prototypes=None):
+        total, terms = real(a, v, y, w, prototypes)
         terms["l1"] = torch.tensor(float("nan"))
         return total + terms["l1"], terms
 
