@@ -293,8 +293,11 @@ def test_ctrl_c_outside_a_training_loop_is_one_line(tmp_path):
     script = tmp_path / "slow.py"
     script.write_text("import time\nfrom s2i.cli import run_cli\nprint('ready', flush=True)\n"
                       "run_cli(lambda: time.sleep(60))\n")
+    # A shell's background job inherits SIGINT as ignored, and Python then never raises KeyboardInterrupt;
+    # restore the default so the test means the same however the suite was launched.
     proc = subprocess.Popen([PYTHON, str(script)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+                            text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.stdout.readline() == "ready\n"
     time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
