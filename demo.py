@@ -25,6 +25,7 @@ from typing import Any
 
 from s2i.cli import run_cli
 from s2i.config import ConfigError, option, parse_config, require
+from s2i.runs import write_json_atomic
 
 REPO = Path(__file__).resolve().parent
 # Held out of training: a Caribbean and a New York accent, a Scottish female variant and the Klatt
@@ -148,13 +149,6 @@ def _is_done(cfg: DemoConfig, stage: Stage, argv: list[str]) -> bool:
     return old.get("argv") == argv[1:] and all(Path(p).exists() for p in stage.outputs)
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(path)
-
-
 def run(cfg: DemoConfig) -> dict[str, Any]:
     all_stages = stages(cfg)
     names = [s.name for s in all_stages]
@@ -194,8 +188,9 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
             raise ConfigError(f"stage {stage.name} failed (exit status {proc.returncode}) after "
                               f"{seconds[stage.name]:.0f}s; fix the error above and run the demo again "
                               f"(finished stages are reused)")
-        _write_json(_record_path(cfg, stage), {"argv": argv[1:], "seconds": seconds[stage.name],
-                                               "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+        _record_path(cfg, stage).parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic({"argv": argv[1:], "seconds": seconds[stage.name],
+                           "finished": time.strftime("%Y-%m-%d %H:%M:%S")}, _record_path(cfg, stage), indent=1)
         print(f"[{i + 1}/{len(names)}] {stage.name}: {seconds[stage.name]:.0f}s", flush=True)
     if last < len(names) - 1:
         print(f"stopped after {cfg.until}, as asked")
@@ -212,7 +207,7 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
         "total_seconds_this_run": round(time.time() - t_all, 1),
         "metrics": metrics,
     }
-    _write_json(out / "summary.json", summary)
+    write_json_atomic(summary, out / "summary.json", indent=1)
     _print_summary(summary, out / "summary.json")
     return summary
 

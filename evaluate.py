@@ -14,7 +14,6 @@ evaluated folder and ``report.html`` (+ ``report_files/``) into the run folder.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,6 @@ from s2i.config import ConfigError, option, parse_config, require, to_dict
 from s2i.evaluation import (
     EvaluationError,
     caption_voices,
-    check_manifest,
     finite,
     first_views,
     generated_images,
@@ -39,8 +37,8 @@ from s2i.evaluation import (
     speech_encoder_section,
     voice_groups,
 )
-from s2i.manifests import DATA_ROOTS, DATASETS
-from s2i.runs import read_jsonl
+from s2i.manifests import DATA_ROOTS, DATASETS, load_manifest
+from s2i.runs import read_jsonl, write_json_atomic
 from s2i.safe_pickle import load_feature_list
 
 
@@ -114,10 +112,10 @@ def _spread(paths: list[Path], n: int) -> list[Path]:
 
 
 def _attribute_section(cfg, classifier_path, manifest, gen, groups, offsets, real_paths, log) -> tuple[dict, list]:
-    from s2i.metrics.attributes import load_classifier, predict, score_images
+    from s2i.metrics.attributes import load_classifier, manifest_attributes, predict, score_images
 
     clf, ckpt = load_classifier(classifier_path, _device(cfg.device))
-    attrs = [e["attributes"] for e in json.loads(manifest.path.read_text(encoding="utf-8"))["data"]]
+    _, attrs = manifest_attributes(manifest.path)
     exp_c = [attrs[g.item]["colour"] for g in gen]
     exp_s = [attrs[g.item]["shape"] for g in gen]
     t0 = time.time()
@@ -156,7 +154,7 @@ def evaluate(cfg: EvaluateConfig, log=print) -> dict[str, Any]:
     res = cfg.resolution or resolutions[-1]
     if res not in resolutions:
         raise ConfigError(f"--resolution {res}: {images} has flat_ folders for {resolutions} only")
-    manifest = check_manifest(cfg.manifest_path("test"), cfg.dataset)
+    manifest = load_manifest(cfg.manifest_path("test"), cfg.dataset)
     gen = generated_images(images / f"flat_{res}", manifest)
     gen_paths = [g.path for g in gen]
     real_paths = [manifest.image_path(i) for i in range(len(manifest))]
@@ -241,7 +239,7 @@ def evaluate(cfg: EvaluateConfig, log=print) -> dict[str, Any]:
         log(f"{clf.name}: {mean:.3f} ± {std:.3f}")
     metrics["seconds"] = timings
     metrics = finite(metrics)
-    (images / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n", encoding="utf-8")
+    write_json_atomic(metrics, images / "metrics.json", indent=1)
 
     # The report: metrics, curves, and a sample of captions with what was drawn for them.
     run_dir = _run_dir(cfg, images)

@@ -49,7 +49,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +68,7 @@ from s2i.cli import run_cli
 from s2i.config import ConfigError, load_yaml, option, parse_config, require, to_dict
 from s2i.distributed import resolve_device
 from s2i.manifests import DATA_ROOTS, DATASETS, Manifest, ManifestError, load_manifest
+from s2i.runs import write_json_atomic
 from s2i.safe_pickle import save_pickle
 
 SORT_WINDOW_BATCHES = 8
@@ -460,18 +460,6 @@ def _audio_fingerprint(manifest: Manifest, paths: list[Path]) -> str:
     return h.hexdigest()
 
 
-def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=1)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _read_sidecar(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -536,7 +524,7 @@ def extract_split(cfg: ExtractConfig, split: str, model: CNNRNN, ckpt_info: dict
     save_pickle(feats.reshape(n_images, n_caps, dim), feat_path)
     save_pickle(lens.reshape(n_images, n_caps), lens_path)
     seconds = time.time() - t0
-    _write_json(sidecar_path, {
+    write_json_atomic({
         "inputs": inputs,
         "short_utterances": {"count": len(short), "min_frames": TIME_REDUCTION, "files": short[:MAX_LISTED],
                              "handling": "length clamped to one encoder step (encoder_steps)"},
@@ -546,7 +534,7 @@ def extract_split(cfg: ExtractConfig, split: str, model: CNNRNN, ckpt_info: dict
                     "lens_meaning": "valid log-mel frames before the //64 reduction"},
         "run": {"device": str(device), "batch_size": cfg.batch_size, "length_batching": cfg.length_batching,
                 "feature_cache": cfg.feature_cache, "seconds": round(seconds, 3), "config": to_dict(cfg)},
-    })
+    }, sidecar_path, indent=1)
     _log(f"{split}: wrote {feat_path} {tuple(feats.reshape(n_images, n_caps, dim).shape)} and {lens_path.name} "
          f"in {seconds:.1f}s ({len(paths) / max(seconds, 1e-9):.1f} clips/s)")
     return {**summary, "skipped": False, "short_utterances": len(short), "seconds": seconds}

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from s2i.manifests import Manifest, ManifestError, load_manifest
+from s2i.manifests import Manifest
 from s2i.metrics.retrieval import (
     class_centre_accuracy,
     mean_average_precision,
@@ -31,7 +31,7 @@ from s2i.metrics.retrieval import (
     recall_at_k,
     similarity_matrix,
 )
-from s2i.safe_pickle import load_feature_list, load_pickle
+from s2i.safe_pickle import load_pickle
 
 GENERATED_NAME = re.compile(r"^(?P<key>.+)_sentence(?P<caption>\d+)_(?P<sample>\d+)\.png$")
 VOICE_GROUPS = ("all", "seen voices", "held-out voices")
@@ -254,20 +254,8 @@ def pick_samples(images: list[GeneratedImage], n: int, held_out: np.ndarray, off
     return sorted(chosen)
 
 
-def log_to(callback: Callable[[str], None] | None) -> Callable[[str], None]:
-    return callback or (lambda msg: print(msg, flush=True))
-
-
-def check_manifest(path: Path, dataset: str) -> Manifest:
-    try:
-        return load_manifest(path, dataset)
-    except FileNotFoundError:
-        raise EvaluationError(f"test manifest {path} does not exist") from None
-
-
 __all__ = [
-    "EvaluationError", "GeneratedImage", "ManifestError", "VOICE_GROUPS", "caption_voices", "check_manifest",
-    "finite", "first_views", "generated_images", "generated_resolutions", "load_feature_list",
-    "load_speech_embeddings", "log_to", "per_voice_recall", "pick_samples", "resized_copies", "retrieval_metrics",
-    "speech_encoder_section", "voice_groups",
+    "EvaluationError", "GeneratedImage", "VOICE_GROUPS", "caption_voices", "finite", "first_views",
+    "generated_images", "generated_resolutions", "load_speech_embeddings", "per_voice_recall", "pick_samples",
+    "resized_copies", "retrieval_metrics", "speech_encoder_section", "voice_groups",
 ]

@@ -25,12 +25,12 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from s2i.images import ImageLoadError, load_image, ten_views
 from s2i.manifests import Manifest, portable_path, write_manifest
+from s2i.runs import write_json_atomic
 from s2i.safe_pickle import save_pickle
 from s2i.teachers import Teacher, sha256_of
 
@@ -50,23 +50,6 @@ def sidecar_path(pickle_path: str | Path) -> Path:
 def partial_dir(pickle_path: str | Path) -> Path:
     pickle_path = Path(pickle_path)
     return pickle_path.with_name(pickle_path.name + ".partial")
-
-
-def write_json_atomic(obj: Any, path: str | Path, indent: int | None = 2) -> Path:
-    """JSON to a temporary file in the same folder, then ``os.replace``: never half-written."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=indent, ensure_ascii=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def manifest_fingerprint(manifest: Manifest) -> dict:

@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from s2i.runs import pid_alive
+
 REPORT_NAME = "report.html"
 ASSETS_NAME = "report_files"
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
@@ -179,18 +181,8 @@ def _remove_stale_staging(run_dir: Path) -> None:
     """Removes the temporary asset folders of a writer that was killed (its pid is gone)."""
     for path in run_dir.glob(f".{ASSETS_NAME}.*"):
         parts = path.name.split(".")
-        if len(parts) == 4 and parts[2].isdigit() and parts[3] in ("partial", "old") and not _pid_alive(int(parts[2])):
+        if len(parts) == 4 and parts[2].isdigit() and parts[3] in ("partial", "old") and not pid_alive(int(parts[2])):
             shutil.rmtree(path, ignore_errors=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
 
 
 class _Assets:

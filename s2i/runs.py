@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -129,7 +130,25 @@ class RunFolder:
         os.replace(tmp, target)
 
 
-def _pid_alive(pid: int) -> bool:
+def write_json_atomic(obj: Any, path: str | Path, indent: int | None = 2) -> Path:
+    """JSON to a temporary file in the same folder, then ``os.replace``: never half-written."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=indent, ensure_ascii=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (another user's process counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -150,7 +169,7 @@ def remove_stale_temp_files(folder: str | Path) -> list[Path]:
     for path in sorted(Path(folder).rglob(".*.tmp")):
         parts = path.name.split(".")
         pid = parts[-2] if len(parts) >= 4 else ""
-        if pid.isdigit() and (int(pid) == os.getpid() or _pid_alive(int(pid))):
+        if pid.isdigit() and (int(pid) == os.getpid() or pid_alive(int(pid))):
             continue
         try:
             path.unlink()

@@ -59,3 +59,21 @@ def gan_args(data: Path, out: Path, *extra: str) -> list[str]:
         "--GAN.GF_DIM", "8", "--GAN.EMBEDDING_DIM", "16", "--GAN.Z_DIM", "10", "--GAN.R_NUM", "1",
         "--TEXT.DIMENSION", "24", "--no-progress", *extra,
     ]
+
+
+@pytest.fixture(scope="session")
+def constant_attribute_classifier():
+    """Makes a shapes attribute classifier that answers (colour, shape) for every image: zero head weights,
+    one large bias."""
+    from s2i.metrics.attributes import AttributeClassifier
+
+    def make(colour: str, shape: str) -> AttributeClassifier:
+        clf = AttributeClassifier(width=4)
+        with torch.no_grad():
+            for head, names, name in ((clf.colour_head, clf.colours, colour), (clf.shape_head, clf.shapes, shape)):
+                head.weight.zero_()
+                head.bias.zero_()
+                head.bias[names.index(name)] = 10.0
+        return clf.eval()
+
+    return make

@@ -9,13 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-import torch
 
 import evaluate
 import prepare_shapes_dataset
 from s2i.evaluation import EvaluationError, pick_samples, voice_groups
 from s2i.manifests import load_manifest
-from s2i.metrics.attributes import AttributeClassifier, TrainSettings, save_classifier
+from s2i.metrics.attributes import TrainSettings, save_classifier
 from s2i.safe_pickle import save_pickle
 
 TRAIN_VOICES = ["en-us", "en-gb"]
@@ -23,18 +22,8 @@ HELD_OUT = "en+klatt"
 DIM = 24  # one coordinate per class
 
 
-def _constant_classifier(colour: str, shape: str) -> AttributeClassifier:
-    clf = AttributeClassifier(width=4)
-    with torch.no_grad():
-        for head, names, name in ((clf.colour_head, clf.colours, colour), (clf.shape_head, clf.shapes, shape)):
-            head.weight.zero_()
-            head.bias.zero_()
-            head.bias[names.index(name)] = 10.0
-    return clf.eval()
-
-
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> dict:
+def world(tmp_path_factory, constant_attribute_classifier) -> dict:
     """A tiny shapes set (48 images of 64 px, 2 captions each) with what stages A–E would have written:
     wavs and their voices, teacher features, speech embeddings, and a generator's evaluation folder."""
     tmp = tmp_path_factory.mktemp("eval")
@@ -75,7 +64,7 @@ def world(tmp_path_factory) -> dict:
             shutil.copy(test.image_path(i), flat / f"{key}_sentence{c}_0.png")
     (tmp / "run" / "losses.jsonl").write_text("".join(json.dumps({"step": s, "D": 1.0 / s, "G": s / 10}) + "\n"
                                                       for s in range(1, 6)))
-    save_classifier(root / "attribute_classifier.pth", _constant_classifier("red", "circle"), TrainSettings(), {})
+    save_classifier(root / "attribute_classifier.pth", constant_attribute_classifier("red", "circle"), TrainSettings(), {})
     return {"root": root, "images": images, "run": tmp / "run", "test": test}
 
 

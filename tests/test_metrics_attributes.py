@@ -47,17 +47,6 @@ def trained(shapes_root) -> dict:
     return prepare_attribute_classifier.main(["--data_root", str(shapes_root), "--epochs", EPOCHS, "--device", "cpu"])
 
 
-def _constant_classifier(colour: str, shape: str) -> AttributeClassifier:
-    """A classifier that answers (colour, shape) for every image: zero head weights, one large bias."""
-    clf = AttributeClassifier()
-    with torch.no_grad():
-        for head, names, name in ((clf.colour_head, clf.colours, colour), (clf.shape_head, clf.shapes, shape)):
-            head.weight.zero_()
-            head.bias.zero_()
-            head.bias[names.index(name)] = 10.0
-    return clf.eval()
-
-
 def test_two_heads_any_input_size():
     clf = AttributeClassifier(width=4).eval()
     for side in (64, 128, 256):
@@ -126,8 +115,8 @@ def test_training_is_deterministic_for_a_seed(shapes_root):
         train_attribute_classifier(images[:2], ["pink", "red"], ["circle", "circle"], TrainSettings(epochs=1))
 
 
-def test_score_images_exact_fractions():
-    clf = _constant_classifier("red", "circle")
+def test_score_images_exact_fractions(constant_attribute_classifier):
+    clf = constant_attribute_classifier("red", "circle")
     images = torch.rand(4, 3, 64, 64)
     assert predict(clf, images) == (["red"] * 4, ["circle"] * 4)
     result = score_images(clf, images, ["red", "blue", "red", "green"], ["circle", "circle", "square", "square"])
