@@ -136,6 +136,10 @@ class GanConfig:
                                   choices=("switch", "coefficient"))
     eval_bbox_crop: bool = option(False, "crop test images to their bounding box too (upstream does; the fork "
                                   "does not)")
+    aux_class_weight: float = option(0.0, "ours: weight of an AC-GAN auxiliary class loss (each D also classifies "
+                                     "real images; G is pushed to draw its caption's class); 0 = off, the paper")
+    cache_images: bool = option(False, "ours: keep the decoded training images in memory after the first epoch "
+                                "(same samples, less time; for small datasets such as shapes)")
     eval_samples_per_caption: int = option(1, "images generated per test caption in evaluation")
     progress: bool = option(True, "show progress bars")
     tensorboard: bool = option(True, "also log to TensorBoard when it is installed")
@@ -154,6 +158,7 @@ class GanConfig:
             (self.max_steps is None or self.max_steps >= 0, "--max_steps may not be negative"),
             (0.0 <= self.ema_decay < 1.0, "--ema_decay must lie in [0, 1)"),
             (self.seed >= 0, f"--seed must not be negative, got {self.seed}"),
+            (self.aux_class_weight >= 0, f"--aux_class_weight may not be negative, got {self.aux_class_weight}"),
             (self.eval_samples_per_caption >= 1, "--eval_samples_per_caption must be at least 1"),
             (self.TEXT.DIMENSION >= 1 and self.GAN.EMBEDDING_DIM >= 1 and self.GAN.Z_DIM >= 1,
              "TEXT.DIMENSION, GAN.EMBEDDING_DIM and GAN.Z_DIM must be positive"),

@@ -32,6 +32,9 @@ def discriminator_loss(
     uncond_weight: float = 1.0,
     *,
     logits: bool = False,
+    aux_weight: float = 0.0,
+    labels: torch.Tensor | None = None,
+    wrong_labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Loss of one discriminator D_i on its resolution (SPEC §11.5).
 
@@ -47,14 +50,23 @@ def discriminator_loss(
         mu: the generator's μ ``(B, ef)`` (detached here), or None for an unconditional model.
         uncond_weight: u.
         logits: use the pre-sigmoid scores and BCE-with-logits.
+        aux_weight: ours, 0 = off (the paper): add ``aux_weight·[CE(D_cls(real), y) + CE(D_cls(wrong), y_wrong)]``,
+            the auxiliary classifier of AC-GAN (Odena et al. 2017) trained on real images only
+            (:func:`auxiliary_class_loss`); needs a D built with ``num_classes``.
+        labels, wrong_labels: class indices ``(B,)`` in ``[0, num_classes)`` of the real and wrong images.
 
     Returns:
         Scalar loss.
     """
     c = None if mu is None else mu.detach()
-    real_out, _ = D(real, c, logits=logits)
-    wrong_out, _ = D(wrong, c, logits=logits)
+    real_out, real_code = D(real, c, logits=logits)
+    wrong_out, wrong_code = D(wrong, c, logits=logits)
     fake_out, _ = D(fake.detach(), c, logits=logits)
+    aux = real.new_zeros(())
+    if aux_weight > 0:
+        if labels is None or wrong_labels is None:
+            raise ValueError("discriminator_loss: the auxiliary class loss (aux_weight > 0) needs labels and wrong_labels")
+        aux = aux_weight * (auxiliary_class_loss(D, real_code, labels) + auxiliary_class_loss(D, wrong_code, wrong_labels))
     err_real = _bce(real_out[0], 1.0, logits)
     err_wrong = _bce(wrong_out[0], 0.0, logits)
     err_fake = _bce(fake_out[0], 0.0, logits)
@@ -62,8 +74,22 @@ def discriminator_loss(
         err_real = err_real + uncond_weight * _bce(real_out[1], 1.0, logits)
         err_wrong = err_wrong + uncond_weight * _bce(wrong_out[1], 1.0, logits)
         err_fake = err_fake + uncond_weight * _bce(fake_out[1], 0.0, logits)
-        return err_real + err_wrong + err_fake
-    return err_real + 0.5 * (err_wrong + err_fake)
+        return err_real + err_wrong + err_fake + aux
+    return err_real + 0.5 * (err_wrong + err_fake) + aux
+
+
+def auxiliary_class_loss(D: nn.Module, x_code: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of D's class head on image codes (AC-GAN, Odena et al. 2017; ours, not in the paper).
+
+    Args:
+        D: a discriminator built with ``num_classes`` (its :meth:`~StackGAN.model.D_NET.classify`).
+        x_code: D's flat image codes ``(B, N)``.
+        labels: class indices ``(B,)``.
+
+    Returns:
+        Scalar mean cross-entropy.
+    """
+    return F.cross_entropy(D.classify(x_code), labels.to(x_code.device))
 
 
 def generator_adv_loss(
@@ -182,6 +208,8 @@ def generator_loss(
     kl_weight: float = 2.0,
     cal_weight: float = 1.0,
     colour_weight: float = 0.0,
+    aux_weight: float = 0.0,
+    class_index: torch.Tensor | None = None,
     logits: bool = False,
 ) -> tuple[torch.Tensor, dict]:
     """The generator's total loss (SPEC §11.5).
@@ -198,15 +226,20 @@ def generator_loss(
         fake_imgs: the generator's images, one per branch.
         mu, logvar: CA outputs ``(B, ef)``, or None.
         labels: class labels ``(B,)``; required when ``cal_weight > 0``.
+        aux_weight: ours, 0 = off: add ``aux_weight·Σ_i CE(D_i,cls(fake_i), y)``, so the fakes are drawn to be
+            classified as the class of their caption (AC-GAN's generator term).
+        class_index: class indices ``(B,)`` in ``[0, num_classes)``; required when ``aux_weight > 0``.
 
     Returns:
         ``(total, parts)`` with ``parts = {'adv': [per branch], 'cal': [per branch, unweighted],
-        'kl': unweighted KL or None, 'colour': unweighted sum or None}``.
+        'aux': [per branch, unweighted], 'kl': unweighted KL or None, 'colour': unweighted sum or None}``.
     """
     if cal_weight > 0 and labels is None:
         raise ValueError("generator_loss: the class-aware loss (cal_weight > 0) needs the class labels")
+    if aux_weight > 0 and class_index is None:
+        raise ValueError("generator_loss: the auxiliary class loss (aux_weight > 0) needs class_index")
     total = fake_imgs[0].new_zeros(())
-    parts: dict = {"adv": [], "cal": [], "kl": None, "colour": None}
+    parts: dict = {"adv": [], "cal": [], "aux": [], "kl": None, "colour": None}
     for D, fake in zip(netsD, fake_imgs):
         adv, x_code = generator_adv_loss(D, fake, mu, uncond_weight, logits=logits, return_code=True)
         parts["adv"].append(adv)
@@ -215,6 +248,10 @@ def generator_loss(
             cal = class_aware_loss(x_code, labels)
             parts["cal"].append(cal)
             total = total + cal_weight * cal
+        if aux_weight > 0:
+            aux = auxiliary_class_loss(D, x_code, class_index)
+            parts["aux"].append(aux)
+            total = total + aux_weight * aux
     if mu is not None and logvar is not None:
         parts["kl"] = kl_loss(mu, logvar)
         total = total + kl_weight * parts["kl"]

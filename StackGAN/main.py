@@ -49,19 +49,23 @@ from StackGAN.trainer import (
 )
 
 
-def model_args(cfg: GanConfig) -> tuple[dict, list[dict]]:
+def model_args(cfg: GanConfig, num_classes: int = 0) -> tuple[dict, list[dict]]:
+    """G's and each D's constructor arguments; ``num_classes`` adds D's class head (``aux_class_weight``)."""
     g = {"branch_num": cfg.TREE.BRANCH_NUM, "gf_dim": cfg.GAN.GF_DIM, "z_dim": cfg.GAN.Z_DIM,
          "embedding_dim": cfg.GAN.EMBEDDING_DIM, "text_dim": cfg.TEXT.DIMENSION, "r_num": cfg.GAN.R_NUM,
          "b_condition": cfg.GAN.B_CONDITION, "embedding_norm": cfg.embedding_norm}
     d = [{"resolution": cfg.TREE.BASE_SIZE * 2**i, "df_dim": cfg.GAN.DF_DIM, "embedding_dim": cfg.GAN.EMBEDDING_DIM,
           "b_condition": cfg.GAN.B_CONDITION} for i in range(cfg.TREE.BRANCH_NUM)]
+    if cfg.aux_class_weight > 0:
+        for a in d:
+            a["num_classes"] = num_classes
     return g, d
 
 
 def loss_settings(cfg: GanConfig) -> LossSettings:
     c = cfg.TRAIN.COEFF
     cal = faithful_cal_weight(c.CAL_LOSS) if cfg.cal_weight_mode == "switch" else c.CAL_LOSS
-    return LossSettings(uncond=c.UNCOND_LOSS, kl=c.KL, cal=cal, colour=c.COLOR_LOSS)
+    return LossSettings(uncond=c.UNCOND_LOSS, kl=c.KL, cal=cal, colour=c.COLOR_LOSS, aux=cfg.aux_class_weight)
 
 
 def _shared_run_dir(cfg: GanConfig, dist: distributed.DistInfo) -> Path:
@@ -173,7 +177,7 @@ def train(cfg: GanConfig, dist: distributed.DistInfo) -> dict:
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     ds = dataset_from_config(cfg)
-    g_args, d_args = model_args(cfg)
+    g_args, d_args = model_args(cfg, num_classes=len(ds.classes))
     G, netsD = build_models(g_args, d_args, dist.device)
     if G.embedding_norm:
         G.set_embedding_statistics(torch.from_numpy(np.asarray(ds.embeddings)).to(dist.device))

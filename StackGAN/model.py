@@ -372,6 +372,9 @@ class D_NET(nn.Module):  # named after the original's D_NET64/128/256
         df_dim: base channel count ndf.
         embedding_dim: ef, size of the conditioning code (μ of the generator's CA net).
         b_condition: conditional model with the two heads; ``False`` keeps only ``logits`` on x.
+        num_classes: ours, 0 (off) by default: also a linear class head on the image code
+            (``class_logits``, see :meth:`classify`) for the auxiliary classification loss of AC-GAN
+            (Odena et al. 2017). With 0 the module and its state_dict are the original's.
         init_weights: apply :func:`weights_init` (not stored in ``args``).
     """
 
@@ -381,6 +384,7 @@ class D_NET(nn.Module):  # named after the original's D_NET64/128/256
         df_dim: int = 64,
         embedding_dim: int = 128,
         b_condition: bool = True,
+        num_classes: int = 0,
         *,
         init_weights: bool = True,
     ) -> None:
@@ -393,6 +397,11 @@ class D_NET(nn.Module):  # named after the original's D_NET64/128/256
             "embedding_dim": embedding_dim,
             "b_condition": b_condition,
         }
+        if num_classes < 0:
+            raise ValueError(f"D_NET num_classes must be 0 (no class head) or positive, found {num_classes}")
+        if num_classes:
+            self.args["num_classes"] = num_classes  # absent when 0, so the original's D_args stay as they were
+        self.num_classes = num_classes
         self.resolution = resolution
         self.ef_dim = embedding_dim
         self.b_condition = b_condition
@@ -410,6 +419,8 @@ class D_NET(nn.Module):  # named after the original's D_NET64/128/256
         if b_condition:
             self.jointConv = block3x3_leaky_relu(ndf * 8 + embedding_dim, ndf * 8)
             self.uncond_logits = nn.Sequential(nn.Conv2d(ndf * 8, 1, kernel_size=4, stride=4), nn.Sigmoid())
+        if num_classes:
+            self.class_logits = nn.Linear(ndf * 8 * 4 * 4, num_classes)
         if init_weights:
             self.apply(weights_init)
 
@@ -421,6 +432,12 @@ class D_NET(nn.Module):  # named after the original's D_NET64/128/256
         elif self.resolution == 256:
             h = self.img_code_s64_2(self.img_code_s64_1(self.img_code_s64(self.img_code_s32(h))))
         return h
+
+    def classify(self, x_code_flat: torch.Tensor) -> torch.Tensor:
+        """Class logits ``(B, num_classes)`` from the flat image code ``(B, 8·ndf·16)`` that forward returns."""
+        if not self.num_classes:
+            raise ValueError("D_NET.classify needs a discriminator built with num_classes > 0")
+        return self.class_logits(x_code_flat)
 
     @staticmethod
     def _head(head: nn.Sequential, h: torch.Tensor, logits: bool) -> torch.Tensor:
@@ -467,12 +484,13 @@ def make_discriminators(
     b_condition: bool = True,
     *,
     init_weights: bool = True,
+    num_classes: int = 0,
 ) -> nn.ModuleList:
     """One :class:`D_NET` per branch, in order 64, 128, 256 px (``netsD[i]`` sees branch i's images)."""
     if branch_num not in (1, 2, 3):
         raise ValueError(f"branch_num must be 1, 2 or 3, found {branch_num}")
     return nn.ModuleList(
-        D_NET(BASE_SIZE * 2**i, df_dim, embedding_dim, b_condition, init_weights=init_weights)
+        D_NET(BASE_SIZE * 2**i, df_dim, embedding_dim, b_condition, num_classes, init_weights=init_weights)
         for i in range(branch_num)
     )
 

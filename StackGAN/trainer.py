@@ -31,6 +31,7 @@ class LossSettings:
     kl: float = 2.0
     cal: float = 1.0
     colour: float = 0.0
+    aux: float = 0.0  # ours: AC-GAN auxiliary class loss (0 = off, the paper)
 
 
 @dataclass
@@ -111,12 +112,16 @@ def train_step(state: GanState, batch: dict, losses: LossSettings, device: torch
     wrong = _to(batch["wrong_imgs"], device)
     emb = batch["embedding"].to(device, non_blocking=True)
     labels = batch["label"].to(device, non_blocking=True)
+    aux = {}
+    if losses.aux > 0:
+        aux = {"aux_weight": losses.aux, "labels": batch["class_index"].to(device, non_blocking=True),
+               "wrong_labels": batch["wrong_class_index"].to(device, non_blocking=True)}
     b = emb.shape[0]
     noise = torch.randn(b, z_dim, device=device)
     fake, mu, logvar = state.G(noise, emb)
     out: dict[str, float] = {}
     for i, (D, opt) in enumerate(zip(state.netsD, state.optsD)):
-        err = discriminator_loss(D, real[i], wrong[i], fake[i], mu, losses.uncond)
+        err = discriminator_loss(D, real[i], wrong[i], fake[i], mu, losses.uncond, **aux)
         _check_finite(f"D_loss{i}", err, state.step + 1)
         opt.zero_grad(set_to_none=True)
         err.backward()
@@ -124,7 +129,8 @@ def train_step(state: GanState, batch: dict, losses: LossSettings, device: torch
         opt.step()
         out[f"D_loss{i}"] = err.item()
     total, parts = generator_loss(state.netsD, fake, mu, logvar, labels, uncond_weight=losses.uncond,
-                                  kl_weight=losses.kl, cal_weight=losses.cal, colour_weight=losses.colour)
+                                  kl_weight=losses.kl, cal_weight=losses.cal, colour_weight=losses.colour,
+                                  aux_weight=losses.aux, class_index=aux.get("labels"))
     _check_finite("G_total", total, state.step + 1)
     state.optG.zero_grad(set_to_none=True)
     total.backward()
@@ -136,6 +142,8 @@ def train_step(state: GanState, batch: dict, losses: LossSettings, device: torch
         out[f"G_loss{i}"] = adv.item()
     if parts["cal"]:
         out["cal_loss"] = float(sum(c.item() for c in parts["cal"]))
+    if parts["aux"]:
+        out["aux_loss"] = float(sum(a.item() for a in parts["aux"]))
     if parts["kl"] is not None:
         out["kl_loss"] = parts["kl"].item()
     if parts["colour"] is not None:

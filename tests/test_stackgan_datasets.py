@@ -196,6 +196,32 @@ def test_random_flip_and_crop(data):
     assert len(edges) > 1
 
 
+def test_image_cache_gives_identical_samples_and_decodes_once(data, monkeypatch):
+    """cache_images keeps the decoded images: the same samples, every epoch, from one decode per image."""
+    plain, cached = _ds(data, branch_num=2), _ds(data, branch_num=2, cache_images=True)
+    decodes = []
+    original = GanDataset._decode
+    monkeypatch.setattr(GanDataset, "_decode", lambda self, i, box: decodes.append((id(self), i)) or original(self, i, box))
+    for epoch in range(3):
+        plain.set_epoch(epoch)
+        cached.set_epoch(epoch)
+        for i in range(len(plain)):
+            assert _same(plain[i], cached[i])
+    per_ds = {k: sum(1 for d, _ in decodes if d == k) for k in (id(plain), id(cached))}
+    # plain decodes a real and a wrong image per sample and epoch; the cache decodes each image once.
+    assert per_ds[id(plain)] == 3 * 2 * len(plain)
+    assert per_ds[id(cached)] == len({i for d, i in decodes if d == id(cached)}) <= len(cached)
+
+
+def test_class_indices_number_the_split_classes(data):
+    ds = _ds(data)
+    assert list(ds.classes) == sorted(set(ds.labels.tolist()))
+    for i in range(len(ds)):
+        s = ds[i]
+        assert ds.classes[s["class_index"]] == ds.labels[i]
+        assert ds.classes[s["wrong_class_index"]] == ds.labels[s["wrong_index"]]
+
+
 def test_wrong_image_is_of_another_class(data):
     ds = _ds(data)
     for epoch in range(4):

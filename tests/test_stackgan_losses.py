@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 
 from StackGAN.losses import (
+    auxiliary_class_loss,
     class_aware_loss,
     colour_consistency_loss,
     discriminator_loss,
@@ -214,3 +215,58 @@ def test_unconditional_models_skip_the_condition():
     assert isinstance(discriminator_loss(d, real, real, fake[0], None), torch.Tensor)
     total, parts = generator_loss(nn.ModuleList([d]), fake, mu, logvar, cal_weight=0.0)
     assert parts["kl"] is None and total.item() == pytest.approx(parts["adv"][0].item())
+
+
+# ------------------------------------------------------------------ auxiliary class loss (ours, AC-GAN)
+
+
+def ce_by_hand(logits, labels):
+    """Mean of −log softmax(logits)[label] over the batch, with Python floats."""
+    rows = [[float(v) for v in row] for row in logits]
+    return sum(math.log(sum(math.exp(v) for v in row)) - row[int(y)] for row, y in zip(rows, labels)) / len(rows)
+
+
+def test_auxiliary_class_loss_in_d_and_g_matches_hand_cross_entropy(batch):
+    real, wrong, fake, mu = batch
+    torch.manual_seed(0)
+    d = D_NET(64, df_dim=4, embedding_dim=EF, num_classes=5).double().eval()
+    y, y_wrong = torch.tensor([0, 3, 4]), torch.tensor([2, 2, 1])
+    with torch.no_grad():
+        codes = {name: d(x, mu)[1] for name, x in (("real", real), ("wrong", wrong), ("fake", fake))}
+    want_real = ce_by_hand(d.classify(codes["real"]).detach(), y)
+    want_wrong = ce_by_hand(d.classify(codes["wrong"]).detach(), y_wrong)
+    assert auxiliary_class_loss(d, codes["real"], y).item() == pytest.approx(want_real, rel=1e-10)
+
+    # D: the paper's loss plus w·(CE(real, y) + CE(wrong, y_wrong)); the fakes are not classified.
+    plain = discriminator_loss(d, real, wrong, fake, mu, 1.0).item()
+    got = discriminator_loss(d, real, wrong, fake, mu, 1.0, aux_weight=0.5, labels=y, wrong_labels=y_wrong).item()
+    assert got == pytest.approx(plain + 0.5 * (want_real + want_wrong), rel=1e-10)
+
+    # G: the paper's loss plus w·CE(fake, y) on every branch.
+    ds = nn.ModuleList([d])
+    logvar = torch.zeros_like(mu)
+    base, _ = generator_loss(ds, [fake], mu, logvar, cal_weight=0.0)
+    total, parts = generator_loss(ds, [fake], mu, logvar, cal_weight=0.0, aux_weight=2.0, class_index=y)
+    want_fake = ce_by_hand(d.classify(codes["fake"]).detach(), y)
+    assert parts["aux"][0].item() == pytest.approx(want_fake, rel=1e-10)
+    assert total.item() == pytest.approx(base.item() + 2.0 * want_fake, rel=1e-10)
+    with pytest.raises(ValueError, match="class_index"):
+        generator_loss(ds, [fake], mu, logvar, cal_weight=0.0, aux_weight=1.0)
+    with pytest.raises(ValueError, match="labels"):
+        discriminator_loss(d, real, wrong, fake, mu, aux_weight=1.0)
+
+
+def test_auxiliary_class_loss_trains_the_class_head_and_reaches_the_generator(tiny_gan):
+    g, _, fake, mu, logvar = tiny_gan
+    ds = make_discriminators(2, df_dim=4, embedding_dim=EF, init_weights=False, num_classes=3)
+    y = torch.tensor([0, 1, 2, 1])
+    real = [torch.rand_like(f) * 2 - 1 for f in fake]
+    for i, d in enumerate(ds):
+        discriminator_loss(d, real[i], real[i].flip(0), fake[i], mu, aux_weight=1.0, labels=y,
+                           wrong_labels=y.flip(0)).backward()
+        assert d.class_logits.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in g.parameters())
+    total, parts = generator_loss(ds, fake, mu, logvar, cal_weight=0.0, aux_weight=1.0, class_index=y)
+    assert len(parts["aux"]) == 2
+    total.backward()
+    assert g.img_net1.img[0].weight.grad.abs().sum() > 0

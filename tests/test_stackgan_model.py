@@ -392,3 +392,19 @@ def test_embedding_norm_standardises_inside_g_and_is_off_by_default():
     torch.testing.assert_close(rebuilt.emb_std, g_norm.emb_std)
     with pytest.raises(ValueError, match="embedding_norm=True"):
         g_plain.set_embedding_statistics(train_embs)
+
+
+def test_discriminator_class_head_is_optional_and_keeps_the_original_keys():
+    plain = D_NET(64, df_dim=4, embedding_dim=6)
+    with_head = D_NET(64, df_dim=4, embedding_dim=6, num_classes=7)
+    extra = set(with_head.state_dict()) - set(plain.state_dict())
+    assert extra == {"class_logits.weight", "class_logits.bias"}
+    assert "num_classes" not in plain.args and with_head.args["num_classes"] == 7
+    _, code = with_head(torch.rand(2, 3, 64, 64) * 2 - 1, torch.randn(2, 6))
+    assert with_head.classify(code).shape == (2, 7)
+    # Rebuilt from its recorded arguments, it loads its own state dict strictly.
+    D_NET(**with_head.args).load_state_dict(with_head.state_dict(), strict=True)
+    with pytest.raises(ValueError, match="num_classes"):
+        plain.classify(code)
+    with pytest.raises(ValueError, match="num_classes"):
+        D_NET(64, num_classes=-1)
