@@ -7,8 +7,10 @@
 
 Caption k of item i goes to ``Manifest.audio_path(i, k)`` (``audio_base_path / audio[k]``), where the
 speech encoder reads it; with ``--output_dir`` to the original's layout instead. Every run is resumable:
-complete wavs are skipped, truncated ones redone, each file written atomically. The voice, rate and
-pitch of each file are recorded in the manifest as ``"tts"`` (a list aligned with the item's audio).
+complete wavs are skipped, truncated ones redone, each file written atomically. A complete wav whose
+recorded voice differs from the one this run plans (after a change of --voices, --seed or the rate/pitch
+ranges) is kept and counted, unless --respeak_changed asks to speak it again. The voice, rate and pitch of
+each file are recorded in the manifest as ``"tts"`` (a list aligned with the item's audio).
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ class TTSConfig:
                          "from, language[+variant] (see espeak-ng --voices=en and --voices=variant)")
     exclude_voices: str = option("", "comma-separated voices taken out of --voices, e.g. to hold speakers out "
                                  "of training")
+    respeak_changed: bool = option(False, "speak again the complete wavs whose recorded voice, rate or pitch "
+                                   "differs from this run's plan (default: keep them and say how many)")
     rate_min: int = option(140, "lowest espeak speaking rate, words per minute")
     rate_max: int = option(200, "highest espeak speaking rate, words per minute")
     pitch_min: int = option(35, "lowest espeak pitch (0-99)")
@@ -188,7 +192,12 @@ def run_split(cfg: TTSConfig, backend, split: str, manifest: Manifest, jobs: lis
         if stop.is_set():
             return "cancelled"
         if wav_is_complete(job.path, SAMPLE_RATE):
-            return "skipped"
+            # One without a record (spoken elsewhere, or --no-record) cannot be compared and is kept.
+            old = journal.record_of(job.item, job.caption) if journal else None
+            if old is None or old == backend.planned(split, job.item, job.caption):
+                return "skipped"
+            if not cfg.respeak_changed:
+                return "changed"
         try:
             audio, record = backend.speak(job.text, split, job.item, job.caption)
         except FatalServiceError:
@@ -199,6 +208,7 @@ def run_split(cfg: TTSConfig, backend, split: str, manifest: Manifest, jobs: lis
         return "spoken"
 
     counts = {"spoken": 0, "skipped": 0, "failed": 0}
+    changed = 0  # skipped files whose recorded voice is not this run's
     failures: list[tuple[str, str]] = []
     skipped: list[Job] = []
     workers = cfg.workers or os.cpu_count() or 1
@@ -221,6 +231,9 @@ def run_split(cfg: TTSConfig, backend, split: str, manifest: Manifest, jobs: lis
                 continue
             if status == "cancelled":
                 continue
+            if status == "changed":
+                changed += 1
+                status = "skipped"
             counts[status] += 1
             if status == "skipped":
                 skipped.append(job)
@@ -232,7 +245,8 @@ def run_split(cfg: TTSConfig, backend, split: str, manifest: Manifest, jobs: lis
         if journal:
             journal.flush()
     unrecorded = sum(journal.record_of(j.item, j.caption) is None for j in skipped) if journal else 0
-    return {**counts, "total": len(jobs), "failures": failures, "unrecorded": unrecorded, "root": str(root)}
+    return {**counts, "total": len(jobs), "failures": failures, "unrecorded": unrecorded, "changed": changed,
+            "root": str(root)}
 
 
 def speak_one(cfg: TTSConfig, backend) -> dict:
@@ -272,6 +286,9 @@ def main(argv: list[str] | None = None) -> dict:
         for key in ("spoken", "skipped", "failed", "failures"):
             summary[key] += res[key]
         note = f"; {res['unrecorded']} skipped files have no tts record" if res["unrecorded"] else ""
+        if res["changed"]:
+            note += (f"; {res['changed']} skipped files were spoken by another voice, rate or pitch than this run "
+                     "plans (kept as they are; --respeak_changed speaks them again)")
         _log(f"{split}: {res['spoken']} spoken, {res['skipped']} skipped, {res['failed']} failed "
              f"of {res['total']} files in {root}{note}")
     for path, reason in summary["failures"][:MAX_LISTED_FAILURES]:

@@ -35,10 +35,11 @@ SAMPLE_RATE = 16000
 SPLIT_IDS = {"train": 0, "test": 1, "text": 2}
 
 # Accents and voice variants of espeak-ng 1.51 (see `espeak-ng --voices=en` and `--voices=variant`);
-# roughly half of them female variants. Pitch and rate are drawn separately on top of these.
+# roughly half of them female variants. Pitch and rate are drawn separately on top of these. British
+# English variants are named 'en+…': espeak-ng drops the variant of 'en-gb+…' silently.
 DEFAULT_VOICES = (
     "en-us", "en-us+f3", "en-us+m3", "en-us+f2",
-    "en-gb", "en-gb+f4", "en-gb+m4",
+    "en-gb", "en+f4", "en+m4",
     "en-gb-scotland", "en-gb-scotland+f5",
     "en-gb-x-rp", "en-gb-x-rp+m7",
     "en-gb-x-gbclan", "en-gb-x-gbcwmd+f1",
@@ -213,19 +214,26 @@ class EspeakBackend:
         return {m.group(1).strip() for m in re.finditer(r"!v/(.+?)(?:\s{2,}|\s*\(|$)", out, re.MULTILINE)}
 
     def validate_voices(self, voices: Sequence[str]) -> None:
-        """Every voice must exist: espeak-ng ignores an unknown ``+variant`` silently, so variants are
-        looked up in ``--voices=variant``; the base voice is tried once on a short word."""
+        """Every voice must exist and sound as named: espeak-ng ignores an unknown ``+variant`` silently, so
+        variants are looked up in ``--voices=variant``; the base voice speaks a short phrase once, and with a
+        variant it must sound different (some names, e.g. ``en-gb``, drop every variant silently)."""
         variants = self.variants()
         for voice in voices:
             base, _, variant = voice.partition("+")
             if variant and variant not in variants:
                 raise TTSError(f"espeak-ng has no voice variant {variant!r} (in voice {voice!r}); "
                                f"see `espeak-ng --voices=variant`, e.g. f3, m3, klatt")
-            proc = self._run(["-q", "-v", base, "a"], check=False)
+            proc = self._run(["-v", base, "--stdout"], "a red circle", check=False)
             if proc.returncode != 0:
                 msg = proc.stderr.decode("utf-8", "replace").strip().splitlines()
                 raise TTSError(f"espeak-ng cannot use the voice {voice!r} ({msg[-1] if msg else 'unknown voice'}); "
                                f"see `espeak-ng --voices=en` for English voices")
+            # Some voice names drop a known variant without a word (espeak-ng 1.51: 'en-gb+f3' speaks as
+            # 'en-gb'; 'en+f3' works), so the variant must change the sound.
+            if variant and self._run(["-v", voice, "--stdout"], "a red circle").stdout == proc.stdout:
+                raise TTSError(f"espeak-ng ignores the variant {variant!r} of voice {base!r}: {voice!r} sounds exactly "
+                               f"like {base!r}; name the voice by its file instead (e.g. 'en+{variant}' for British "
+                               f"English, see the File column of `espeak-ng --voices=en`)")
 
     def _run(self, args: list[str], text: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
         try:
@@ -244,8 +252,12 @@ class EspeakBackend:
         args = ["-v", record["voice"], "-s", str(record["rate"]), "-p", str(record["pitch"]), "-b", "1", "--stdout"]
         return decode_wav_bytes(self._run(args, text).stdout, self.sample_rate, "espeak-ng")
 
+    def planned(self, split: str, item: int, caption: int) -> dict[str, Any]:
+        """The record :meth:`speak` would write for this file (voice, rate, pitch), without speaking."""
+        return self.spec.draw(self.seed, split, item, caption)
+
     def speak(self, text: str, split: str, item: int, caption: int) -> tuple[np.ndarray, dict[str, Any]]:
-        record = self.spec.draw(self.seed, split, item, caption)
+        record = self.planned(split, item, caption)
         return self.speak_with(text, record), record
 
 
@@ -305,8 +317,12 @@ class BaiduBackend:
             self._local.client = client
         return self._local.client
 
+    def planned(self, split: str = "text", item: int = 0, caption: int = 0) -> dict:
+        """The record :meth:`speak` writes (the same for every file)."""
+        return dict(self.record)
+
     def speak(self, text: str, split: str = "text", item: int = 0, caption: int = 0) -> tuple[np.ndarray, dict]:
-        return self.synthesize(text), dict(self.record)
+        return self.synthesize(text), self.planned(split, item, caption)
 
     def synthesize(self, text: str) -> np.ndarray:
         """One caption → int16 samples; retries with exponential back-off, then raises.

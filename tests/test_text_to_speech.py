@@ -27,7 +27,7 @@ LONG = ("this bird has a bright yellow crown, a long pointed black bill, white w
         "wings, a speckled grey breast and a short forked tail that it flicks while it sings from the branch")
 CAPTIONS = [[SHORT, "this bird is blue with white wings", "-a grey bird, starting with a dash"],
             ["a yellow bird with a short beak", "the bird has a red chest", "small and brown"]]
-POOL = "en-us,en-gb+f3,en-gb-scotland,en+m3"
+POOL = "en-us,en+f3,en-gb-scotland,en+m3"
 
 
 def write_manifest(folder: Path, captions: list[list[str]], name: str = "train.json", **extra) -> Path:
@@ -151,12 +151,14 @@ def test_skipped_files_keep_their_records_and_foreign_files_have_none(tmp_path):
     manifest = write_manifest(tmp_path, CAPTIONS)
     run(manifest, "--seed", "1")
     recs = records(manifest)
-    # A different seed only affects files that are (re)made.
+    # A different seed only affects files that are (re)made; the others are kept and counted.
     (tmp_path / "audio" / "001.Class0" / "img0_0.wav").unlink()
-    run(manifest, "--seed", "2")
+    summary = run(manifest, "--seed", "2")
     new = records(manifest)
     assert new[0][1:] == recs[0][1:] and new[1] == recs[1]
     assert new[0][0] == tts.VoiceSpec().draw(2, "train", 0, 0)
+    changed = sum(r != tts.VoiceSpec().draw(2, "train", i, k) for i, rs in enumerate(recs) for k, r in enumerate(rs))
+    assert summary["splits"]["train"]["changed"] == changed - 1 > 0  # img0_0 was spoken anew
 
     foreign = write_manifest(tmp_path / "foreign", [["a bird"]])
     path = tmp_path / "foreign" / "audio" / "001.Class0" / "img0_0.wav"
@@ -165,6 +167,25 @@ def test_skipped_files_keep_their_records_and_foreign_files_have_none(tmp_path):
     summary = run(foreign)
     assert summary["splits"]["train"]["unrecorded"] == 1
     assert "tts" not in json.loads(foreign.read_text())["data"][0]  # nothing known, nothing written
+
+
+@needs_espeak
+def test_respeak_changed_speaks_files_of_another_voice_again(tmp_path):
+    """A new voice pool with --respeak_changed: every file whose recorded voice is not the new plan's is spoken
+    again (and recorded); files the new plan would speak the same way are skipped."""
+    manifest = write_manifest(tmp_path, CAPTIONS)
+    run(manifest, "--seed", "1", "--voices", "en-us,en-gb")
+    before = wavs(manifest)
+    summary = run(manifest, "--seed", "1", "--voices", "en-us,en+f3", "--respeak_changed")
+    spec = tts.VoiceSpec(("en-us", "en+f3"))
+    plan = [[spec.draw(1, "train", i, k) for k in range(len(caps))] for i, caps in enumerate(CAPTIONS)]
+    assert records(manifest) == plan
+    redone = sum(p["voice"] != "en-us" for caps in plan for p in caps)
+    assert 0 < redone < 6 and summary["spoken"] == redone and summary["skipped"] == 6 - redone
+    after = wavs(manifest)
+    assert sum(after[k] != before[k] for k in before) == redone
+    # Run again with the same plan: nothing left to do.
+    assert run(manifest, "--seed", "1", "--voices", "en-us,en+f3")["skipped"] == 6
 
 
 @needs_espeak
@@ -271,7 +292,8 @@ def test_missing_espeak_says_how_to_install(monkeypatch, tmp_path):
 
 
 @needs_espeak
-@pytest.mark.parametrize("voice, named", [("en-us+nosuchvariant", "nosuchvariant"), ("xx-nosuchvoice", "xx-nosuchvoice")])
+@pytest.mark.parametrize("voice, named", [("en-us+nosuchvariant", "nosuchvariant"), ("xx-nosuchvoice", "xx-nosuchvoice"),
+                                          ("en-gb+f3", "ignores the variant 'f3'")])
 def test_unknown_voice_is_named(monkeypatch, tmp_path, voice, named):
     manifest = write_manifest(tmp_path, CAPTIONS)
     msg = cli_error(monkeypatch, "--train_json", str(manifest), "--splits", "train", "--voices", f"en-us,{voice}")
