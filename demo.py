@@ -75,6 +75,15 @@ class DemoConfig:
                   (self.fid_max_images >= 0, "--fid_max_images must be >= 0")])
 
 
+def _training_voices(cfg: DemoConfig) -> str:
+    """--train_voices without the --held_out_voices (which may or may not be among them)."""
+    held = {v.strip() for v in cfg.held_out_voices.split(",")}
+    voices = [v.strip() for v in cfg.train_voices.split(",") if v.strip() and v.strip() not in held]
+    if not voices:
+        raise ConfigError("--train_voices holds no voice that is not also in --held_out_voices")
+    return ",".join(voices)
+
+
 def stages(cfg: DemoConfig) -> list[Stage]:
     py = sys.executable
     out, data = Path(cfg.out), Path(cfg.data_root)
@@ -89,8 +98,7 @@ def stages(cfg: DemoConfig) -> list[Stage]:
               [str(data / "train.json"), str(data / "test.json")]),
         Stage("speech_train", "speak the training captions (held-out voices excluded)",
               [py, "Audio_to_Image/text_to_speech.py", "--dataset", "shapes", "--data_root", str(data),
-               "--splits", "train", "--voices", cfg.train_voices, "--exclude_voices", cfg.held_out_voices,
-               "--respeak_changed", "--workers", workers],
+               "--splits", "train", "--voices", _training_voices(cfg), "--respeak_changed", "--workers", workers],
               [str(data / "train.json")]),
         Stage("speech_test", "speak the test captions (every voice)",
               [py, "Audio_to_Image/text_to_speech.py", "--dataset", "shapes", "--data_root", str(data),
