@@ -84,3 +84,24 @@ def test_stage_names_are_checked_and_listed(capsys):
     demo.main(["--list"])
     out = capsys.readouterr().out
     assert "speech_encoder" in out and "evaluate" in out
+
+
+def test_speech_stages_hold_the_held_out_voices_out_of_training_only():
+    """The real stage commands: the training captions get --train_voices minus --held_out_voices (a voice pool
+    text_to_speech accepts), the test captions the TTS default pool, held-out voices included."""
+    from Audio_to_Image import text_to_speech as t2s
+    from Audio_to_Image.tts import DEFAULT_VOICES
+    from s2i.config import parse_config
+
+    cfg = demo.DemoConfig(train_voices="en-us,en+klatt,en-gb", held_out_voices="en+klatt,en-029")
+    by_name = {s.name: s for s in demo.stages(cfg)}
+    train_cfg, _ = parse_config(t2s.TTSConfig, by_name["speech_train"].argv[2:], "tts")
+    assert train_cfg.voice_spec().voices == ("en-us", "en-gb")
+    test_cfg, _ = parse_config(t2s.TTSConfig, by_name["speech_test"].argv[2:], "tts")
+    assert set(test_cfg.voice_spec().voices) == set(DEFAULT_VOICES) >= {"en+klatt", "en-029"}
+    default = {s.name: s for s in demo.stages(demo.DemoConfig())}
+    voices, _ = parse_config(t2s.TTSConfig, default["speech_train"].argv[2:], "tts")
+    pool = voices.voice_spec().voices
+    assert len(pool) == 34 and not set(pool) & set(demo.HELD_OUT_VOICES.split(","))
+    with pytest.raises(demo.ConfigError, match="held_out_voices"):
+        demo.stages(demo.DemoConfig(train_voices="en+klatt", held_out_voices="en+klatt"))
