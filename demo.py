@@ -63,7 +63,7 @@ class DemoConfig:
     encoder_config: str = option("Audio_to_Image/cfg/shapes.yml", "speech-encoder preset")
     generator_config: str = option("StackGAN/cfg/shapes_demo.yml", "generator preset")
     audio_switch: str = option("demo", "tag of the demo's speech-embedding pickles")
-    fid_max_images: int = option(384, "generated images scored by FID and IS (0 = all)")
+    fid_max_images: int = option(256, "generated images scored by FID and IS (0 = all)")
     force: bool = option(False, "run every stage again (earlier run folders are kept, renamed)")
     from_stage: str | None = option(None, "run this stage and every later one again", flags=("--from",))
     until: str | None = option(None, "stop after this stage")

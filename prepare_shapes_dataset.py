@@ -12,7 +12,9 @@ work; a run with other settings refuses to touch an existing dataset unless ``--
 from __future__ import annotations
 
 import json
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +43,7 @@ class ShapesConfig:
     seed: int = option(0, "seed of every drawing")
     feature_tag: str = option("efficientnet_lite0", "teacher name in the feature-file names the manifests point to")
     force: bool = option(False, "rebuild a dataset that was made with other settings")
+    workers: int = option(0, "threads drawing images (0 = one per CPU); the files do not depend on it")
     progress: bool = option(True, "show progress bars")
 
     def __post_init__(self) -> None:
@@ -48,6 +51,8 @@ class ShapesConfig:
             raise ConfigError(f"--num_images must be at least {2 * len(shapes.class_names())} (two per class)")
         if not 0 < self.test_fraction < 1:
             raise ConfigError("--test_fraction must lie strictly between 0 and 1")
+        if self.workers < 0:
+            raise ConfigError("--workers must be >= 0")
         if self.image_size < 16 or self.captions_per_image < 1:
             raise ConfigError("--image_size must be at least 16 and --captions_per_image at least 1")
         shapes.parse_holdout(self.holdout)
@@ -55,7 +60,7 @@ class ShapesConfig:
     def generator_settings(self) -> dict:
         """What the images and captions depend on: a dataset made with other values is another dataset."""
         d = to_dict(self)
-        for k in ("out", "force", "progress"):
+        for k in ("out", "force", "progress", "workers"):
             d.pop(k)
         return d
 
@@ -102,8 +107,8 @@ def build(cfg: ShapesConfig) -> dict:
     holdout = shapes.parse_holdout(cfg.holdout) if cfg.split == "compositional" else ()
     train_idx, test_idx = shapes.split_indices(plan, cfg.test_fraction, cfg.seed, holdout)
     items: dict[int, dict] = {}
-    drawn = 0
-    for index in tqdm(range(cfg.num_images), desc="shapes", disable=not cfg.progress, mininterval=1.0):
+    to_draw: list[tuple[shapes.ShapeSample, int, Path]] = []
+    for index in range(cfg.num_images):
         # Separate streams for the attributes/captions and for the pixels, so an image that is already on
         # disk need not be redrawn to get its captions right.
         rng = np.random.default_rng([cfg.seed, index, 0])
@@ -112,12 +117,7 @@ def build(cfg: ShapesConfig) -> dict:
         rel = f"{sample.class_name}/shape_{index:05d}.png"
         path = out / "images" / rel
         if cfg.force or not (path.exists() if complete else _valid_png(path, cfg.image_size)):
-            image = shapes.render(sample, np.random.default_rng([cfg.seed, index, 1]), cfg.image_size, cfg.noise)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            image.save(tmp, format="PNG")
-            tmp.replace(path)
-            drawn += 1
+            to_draw.append((sample, index, path))
         stem = rel[: -len(".png")]
         items[index] = {
             "image": rel,
@@ -127,6 +127,23 @@ def build(cfg: ShapesConfig) -> dict:
             "attributes": {"colour": sample.colour, "shape": sample.shape, "size": sample.size,
                            "position": sample.position, "rgb": list(sample.rgb), "background": sample.background},
         }
+
+    def draw(job: tuple[shapes.ShapeSample, int, Path]) -> None:
+        sample, index, path = job
+        image = shapes.render(sample, np.random.default_rng([cfg.seed, index, 1]), cfg.image_size, cfg.noise)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        image.save(tmp, format="PNG")
+        tmp.replace(path)
+
+    # Pillow releases the GIL while it resizes and compresses, so threads draw in parallel; every image
+    # depends on its index alone, so the files are the same for any number of workers.
+    workers = cfg.workers or os.cpu_count() or 1
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for _ in tqdm(pool.map(draw, to_draw), total=len(to_draw), desc="shapes", disable=not cfg.progress,
+                      mininterval=1.0):
+            pass
+    drawn = len(to_draw)
     if not complete:
         for split, idx in (("train", train_idx), ("test", test_idx)):
             write_manifest(out / f"{split}.json", {
