@@ -407,20 +407,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the kill times")
     p.add_argument("--stages", default=",".join(STAGES), help="comma-separated stages: " + ", ".join(STAGES))
     p.add_argument("--keep", action="store_true", help="keep the temporary folders (their path is printed)")
+    p.add_argument("--window_scale", type=float, default=1.0,
+                   help="multiply every stage's kill window (on a slow machine a resumed trainer needs more than "
+                        "the default window to start up and load its checkpoint, so more kills land before it)")
     args = p.parse_args(argv)
+    if args.window_scale <= 0:
+        p.error("--window_scale must be positive")
     names = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = [s for s in names if s not in STAGES]
     if unknown:
         p.error(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
     root = Path(tempfile.mkdtemp(prefix="kill_resume_"))
-    print(f"kill-and-resume, seed {args.seed}, {args.kills} kills per stage, {os.cpu_count()} CPU cores, "
-          f"torch {torch.__version__}; work in {root}", flush=True)
+    print(f"kill-and-resume, seed {args.seed}, {args.kills} kills per stage, kill windows x{args.window_scale:g}, "
+          f"{os.cpu_count()} CPU cores, torch {torch.__version__}; work in {root}", flush=True)
     rng = random.Random(args.seed)
     outcomes = []
     try:
         for name in names:
             (root / name).mkdir()
-            outcomes.append(run_stage(name, root / name, args.kills, rng, STAGES[name][1]))
+            low, high = STAGES[name][1]
+            window = (low * args.window_scale, high * args.window_scale)
+            outcomes.append(run_stage(name, root / name, args.kills, rng, window))
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
