@@ -8,8 +8,8 @@ Each stage is one of the pipeline's own scripts, run as a researcher would run i
 is printed), with its progress bar and wall time. Training captions are spoken by --train_voices (34
 espeak voices and variants), never by the --held_out_voices; the test captions by the TTS stage's 16
 default voices, 12 of them heard in training and the 4 held-out ones, so the evaluation can show how the
-models do for voices they never heard. At the end ``output/demo/summary.json`` names the trained models, the report, the
-time of every stage and every metric.
+models do for voices they never heard. At the end ``output/demo/summary.json`` names the trained models,
+the report, the time of every stage and every metric.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from s2i.runs import write_json_atomic
 
 REPO = Path(__file__).resolve().parent
 # Held out of training: a Caribbean and a New York accent, a Scottish female variant and the Klatt
-# synthesiser (a different way of making speech altogether). The other twelve voices train.
+# synthesiser (a different way of making speech altogether). They never speak a training caption.
 HELD_OUT_VOICES = "en-029,en-us-nyc+m2,en-gb-scotland+f5,en+klatt"
 # Training voices: the other twelve default voices plus 22 more espeak variants (none of them Klatt, and no
 # Caribbean or New York accent), for more speakers to learn from (README: held-out Recall@1 with each pool).

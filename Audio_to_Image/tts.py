@@ -218,19 +218,23 @@ class EspeakBackend:
         variants are looked up in ``--voices=variant``; the base voice speaks a short phrase once, and with a
         variant it must sound different (some names, e.g. ``en-gb``, drop every variant silently)."""
         variants = self.variants()
+        base_sound: dict[str, bytes] = {}  # each base voice is spoken once, however many variants use it
         for voice in voices:
             base, _, variant = voice.partition("+")
             if variant and variant not in variants:
                 raise TTSError(f"espeak-ng has no voice variant {variant!r} (in voice {voice!r}); "
                                f"see `espeak-ng --voices=variant`, e.g. f3, m3, klatt")
-            proc = self._run(["-v", base, "--stdout"], "a red circle", check=False)
-            if proc.returncode != 0:
-                msg = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-                raise TTSError(f"espeak-ng cannot use the voice {voice!r} ({msg[-1] if msg else 'unknown voice'}); "
-                               f"see `espeak-ng --voices=en` for English voices")
+            if base not in base_sound:
+                proc = self._run(["-v", base, "--stdout"], "a red circle", check=False)
+                if proc.returncode != 0:
+                    msg = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+                    raise TTSError(f"espeak-ng cannot use the voice {voice!r} "
+                                   f"({msg[-1] if msg else 'unknown voice'}); "
+                                   f"see `espeak-ng --voices=en` for English voices")
+                base_sound[base] = proc.stdout
             # Some voice names drop a known variant without a word (espeak-ng 1.51: 'en-gb+f3' speaks as
             # 'en-gb'; 'en+f3' works), so the variant must change the sound.
-            if variant and self._run(["-v", voice, "--stdout"], "a red circle").stdout == proc.stdout:
+            if variant and self._run(["-v", voice, "--stdout"], "a red circle").stdout == base_sound[base]:
                 raise TTSError(f"espeak-ng ignores the variant {variant!r} of voice {base!r}: {voice!r} sounds exactly "
                                f"like {base!r}; name the voice by its file instead (e.g. 'en+{variant}' for British "
                                f"English, see the File column of `espeak-ng --voices=en`)")

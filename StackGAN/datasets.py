@@ -220,7 +220,7 @@ class GanDataset(Dataset):
         self.keys = [str(PurePosixPath(it.image).with_suffix("")) for it in manifest.items]
         self.epoch = 0
         self._cache: dict[tuple[int, bool], Image.Image] | None = {} if cache_images else None
-        if train and len(np.unique(self.labels)) < 2:
+        if train and len(self.classes) < 2:
             raise ManifestError(f"{manifest.path}: every image is of class {manifest.items[0].class_name!r}; "
                                 "training needs a second class to draw wrong images from")
 
