@@ -138,6 +138,12 @@ class GanConfig:
                                   "does not)")
     aux_class_weight: float = option(0.0, "ours: weight of an AC-GAN auxiliary class loss (each D also classifies "
                                      "real images; G is pushed to draw its caption's class); 0 = off, the paper")
+    teacher_weight: float = option(0.0, "ours: weight of a teacher loss on the last branch: the frozen teacher of "
+                                   "stage B (EfficientNet-Lite0) should see in each generated image the pooled "
+                                   "features of its caption's real image; 0 = off, the paper")
+    teacher_layers: str = option("head,stage4:max", "EfficientNet-Lite0 layers of the teacher loss "
+                                 "(as prepare_image_features.py --layers)")
+    teacher_size: int = option(64, "side the images are resized to for the teacher loss")
     cache_images: bool = option(False, "ours: keep the decoded training images in memory after the first epoch "
                                 "(same samples, less time; for small datasets such as shapes)")
     eval_samples_per_caption: int = option(1, "images generated per test caption in evaluation")
@@ -159,6 +165,8 @@ class GanConfig:
             (0.0 <= self.ema_decay < 1.0, "--ema_decay must lie in [0, 1)"),
             (self.seed >= 0, f"--seed must not be negative, got {self.seed}"),
             (self.aux_class_weight >= 0, f"--aux_class_weight may not be negative, got {self.aux_class_weight}"),
+            (self.teacher_weight >= 0, f"--teacher_weight may not be negative, got {self.teacher_weight}"),
+            (self.teacher_size >= 32, f"--teacher_size must be at least 32 (EfficientNet-Lite0), got {self.teacher_size}"),
             (self.eval_samples_per_caption >= 1, "--eval_samples_per_caption must be at least 1"),
             (self.TEXT.DIMENSION >= 1 and self.GAN.EMBEDDING_DIM >= 1 and self.GAN.Z_DIM >= 1,
              "TEXT.DIMENSION, GAN.EMBEDDING_DIM and GAN.Z_DIM must be positive"),

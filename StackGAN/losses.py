@@ -197,6 +197,34 @@ def colour_consistency_loss(img_small: torch.Tensor, img_large: torch.Tensor) ->
     return F.mse_loss(mu_l, mu_s) + COLOUR_COVARIANCE_WEIGHT * F.mse_loss(cov_l, cov_s)
 
 
+def teacher_feature_loss(fake_feats: torch.Tensor, target_feats: torch.Tensor, dims) -> torch.Tensor:
+    """Teacher loss (ours, not in the paper): the generated image should look, to the frozen image teacher of
+    stage B, like the real image its caption describes.
+
+    ``L = mean_l mean_b [1 − cos(f_l(fake_b), f_l(real_b))]`` over the teacher's pooled layers l (each
+    layer weighs the same whatever its width, so the 80 channels of stage 4 count as much as the 1280 of
+    the head). The features are globally pooled, so the loss asks for the right colour, shape and size but
+    not the real image's position, which a caption does not always say. It is a perceptual loss in the
+    sense of Johnson et al. 2016, on pooled features; AttnGAN's DAMSM loss (Xu et al. 2018) is the
+    text-to-image relative that compares with the caption instead of the image.
+
+    Args:
+        fake_feats: teacher features of the generated images ``(B, Σ dims)`` (with gradient).
+        target_feats: teacher features of the real images of their captions ``(B, Σ dims)``.
+        dims: channel count of each layer, in order (``Lite0Perception.dims``).
+
+    Returns:
+        Scalar loss in [0, 2].
+    """
+    if fake_feats.shape != target_feats.shape or fake_feats.shape[-1] != sum(dims):
+        raise ValueError(f"teacher_feature_loss: fake {tuple(fake_feats.shape)} and target "
+                         f"{tuple(target_feats.shape)} features must both be (B, {sum(dims)})")
+    target = target_feats.to(fake_feats)
+    terms = [1 - F.cosine_similarity(f, t, dim=1, eps=1e-8).mean()
+             for f, t in zip(fake_feats.split(list(dims), dim=1), target.split(list(dims), dim=1))]
+    return torch.stack(terms).mean()
+
+
 def generator_loss(
     netsD,
     fake_imgs: list[torch.Tensor],
@@ -211,6 +239,9 @@ def generator_loss(
     aux_weight: float = 0.0,
     class_index: torch.Tensor | None = None,
     logits: bool = False,
+    teacher=None,
+    teacher_target: torch.Tensor | None = None,
+    teacher_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict]:
     """The generator's total loss (SPEC §11.5).
 
@@ -229,17 +260,24 @@ def generator_loss(
         aux_weight: ours, 0 = off: add ``aux_weight·Σ_i CE(D_i,cls(fake_i), y)``, so the fakes are drawn to be
             classified as the class of their caption (AC-GAN's generator term).
         class_index: class indices ``(B,)`` in ``[0, num_classes)``; required when ``aux_weight > 0``.
+        teacher: ours, with ``teacher_weight > 0``: a frozen feature network (``s2i.teachers.Lite0Perception``)
+            applied to the last branch's images for :func:`teacher_feature_loss`.
+        teacher_target: the teacher's features of each caption's real image ``(B, Σ teacher.dims)``.
+        teacher_weight: weight of the teacher loss; 0 = off (the paper).
 
     Returns:
         ``(total, parts)`` with ``parts = {'adv': [per branch], 'cal': [per branch, unweighted],
-        'aux': [per branch, unweighted], 'kl': unweighted KL or None, 'colour': unweighted sum or None}``.
+        'aux': [per branch, unweighted], 'kl': unweighted KL or None, 'colour': unweighted sum or None,
+        'teacher': unweighted teacher loss or None}``.
     """
     if cal_weight > 0 and labels is None:
         raise ValueError("generator_loss: the class-aware loss (cal_weight > 0) needs the class labels")
     if aux_weight > 0 and class_index is None:
         raise ValueError("generator_loss: the auxiliary class loss (aux_weight > 0) needs class_index")
+    if teacher_weight > 0 and (teacher is None or teacher_target is None):
+        raise ValueError("generator_loss: the teacher loss (teacher_weight > 0) needs teacher and teacher_target")
     total = fake_imgs[0].new_zeros(())
-    parts: dict = {"adv": [], "cal": [], "aux": [], "kl": None, "colour": None}
+    parts: dict = {"adv": [], "cal": [], "aux": [], "kl": None, "colour": None, "teacher": None}
     for D, fake in zip(netsD, fake_imgs):
         adv, x_code = generator_adv_loss(D, fake, mu, uncond_weight, logits=logits, return_code=True)
         parts["adv"].append(adv)
@@ -259,4 +297,7 @@ def generator_loss(
         colour = sum(colour_consistency_loss(s, big) for s, big in zip(fake_imgs[:-1], fake_imgs[1:]))
         parts["colour"] = colour
         total = total + colour_weight * colour
+    if teacher_weight > 0:
+        parts["teacher"] = teacher_feature_loss(teacher(fake_imgs[-1]), teacher_target, teacher.dims)
+        total = total + teacher_weight * parts["teacher"]
     return total, parts

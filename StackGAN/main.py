@@ -65,7 +65,35 @@ def model_args(cfg: GanConfig, num_classes: int = 0) -> tuple[dict, list[dict]]:
 def loss_settings(cfg: GanConfig) -> LossSettings:
     c = cfg.TRAIN.COEFF
     cal = faithful_cal_weight(c.CAL_LOSS) if cfg.cal_weight_mode == "switch" else c.CAL_LOSS
-    return LossSettings(uncond=c.UNCOND_LOSS, kl=c.KL, cal=cal, colour=c.COLOR_LOSS, aux=cfg.aux_class_weight)
+    return LossSettings(uncond=c.UNCOND_LOSS, kl=c.KL, cal=cal, colour=c.COLOR_LOSS, aux=cfg.aux_class_weight,
+                        teacher=cfg.teacher_weight)
+
+
+def build_teacher(cfg: GanConfig, ds, device: torch.device, log) -> tuple[torch.nn.Module, torch.Tensor]:
+    """The frozen teacher of the teacher loss and its features of every training image ``(N, Σ dims)``.
+
+    The targets are computed once, from each image's last-branch centre view (the resolution the loss
+    sees the generated images at), in batches; the teacher is deterministic, so a resumed run gets the same.
+    """
+    from s2i.teachers import Lite0Perception, TeacherError
+
+    t0 = time.time()
+    try:
+        # Building the network draws its (then overwritten) initial weights from the global RNG; a fork
+        # keeps the training noise of a resumed run the same as an uninterrupted run's.
+        with torch.random.fork_rng(devices=[]):
+            teacher = Lite0Perception(cfg.teacher_layers, image_size=cfg.teacher_size).to(device)
+    except TeacherError as exc:
+        raise ConfigError(f"--teacher_weight {cfg.teacher_weight}: {exc}") from None
+    feats = []
+    with torch.no_grad():
+        for start in range(0, len(ds), 64):
+            imgs = torch.stack([ds.eval_images(i)[-1] for i in range(start, min(start + 64, len(ds)))])
+            feats.append(teacher(imgs.to(device)))
+    targets = torch.cat(feats)
+    log(f"teacher loss: EfficientNet-Lite0 {cfg.teacher_layers} at {cfg.teacher_size} px, weight "
+        f"{cfg.teacher_weight}; features of {len(ds)} training images in {time.time() - t0:.1f}s")
+    return teacher, targets
 
 
 def _shared_run_dir(cfg: GanConfig, dist: distributed.DistInfo) -> Path:
@@ -224,6 +252,7 @@ def train(cfg: GanConfig, dist: distributed.DistInfo) -> dict:
         _complete_snapshot(state, run, fixed, dist)
     tb = tensorboard_writer(run.path / "Log", cfg.tensorboard and dist.is_main)
     losses = loss_settings(cfg)
+    teacher, teacher_targets = build_teacher(cfg, ds, dist.device, log) if losses.teacher > 0 else (None, None)
     log(f"StackGAN-v2: {cfg.dataset}, {len(ds)} images, {cfg.TREE.BRANCH_NUM} branches up to {ds.imsize}px, "
         f"batch {batch} x {dist.world_size} process(es), {steps_per_epoch} steps/epoch, steps {state.step}..{total_steps}, "
         f"device {dist.device}, run {run.path}")
@@ -235,8 +264,10 @@ def train(cfg: GanConfig, dist: distributed.DistInfo) -> dict:
             sampler.set_epoch(epoch)
             ds.set_epoch(epoch)
             for batch_data in loader:
+                if teacher is not None:
+                    batch_data["teacher_target"] = teacher_targets[batch_data["index"].to(teacher_targets.device)]
                 stats = train_step(state, batch_data, losses, dist.device, z_dim=cfg.GAN.Z_DIM,
-                                   ema_decay=cfg.ema_decay)
+                                   ema_decay=cfg.ema_decay, teacher=teacher)
                 bar.update(1)
                 if state.step % cfg.TRAIN.LOG_INTERVAL == 0 or state.step == 1:
                     run.append_jsonl("losses.jsonl", {"step": state.step, "epoch": epoch, **stats})

@@ -32,6 +32,7 @@ class LossSettings:
     cal: float = 1.0
     colour: float = 0.0
     aux: float = 0.0  # ours: AC-GAN auxiliary class loss (0 = off, the paper)
+    teacher: float = 0.0  # ours: teacher feature loss on the last branch (0 = off, the paper)
 
 
 @dataclass
@@ -106,8 +107,12 @@ def _to(batch_images, device) -> list[torch.Tensor]:
 
 
 def train_step(state: GanState, batch: dict, losses: LossSettings, device: torch.device, *,
-               z_dim: int, ema_decay: float) -> dict[str, float]:
-    """D_0…D_k updates, then the G update, then the moving average (SPEC §11.6). Returns the logged values."""
+               z_dim: int, ema_decay: float, teacher: nn.Module | None = None) -> dict[str, float]:
+    """D_0…D_k updates, then the G update, then the moving average (SPEC §11.6). Returns the logged values.
+
+    With ``losses.teacher > 0``, ``teacher`` is the frozen feature network of the teacher loss and
+    ``batch["teacher_target"]`` holds its features of each caption's real image ``(B, Σ teacher.dims)``.
+    """
     real = _to(batch["imgs"], device)
     wrong = _to(batch["wrong_imgs"], device)
     emb = batch["embedding"].to(device, non_blocking=True)
@@ -130,7 +135,8 @@ def train_step(state: GanState, batch: dict, losses: LossSettings, device: torch
         out[f"D_loss{i}"] = err.item()
     total, parts = generator_loss(state.netsD, fake, mu, logvar, labels, uncond_weight=losses.uncond,
                                   kl_weight=losses.kl, cal_weight=losses.cal, colour_weight=losses.colour,
-                                  aux_weight=losses.aux, class_index=aux.get("labels"))
+                                  aux_weight=losses.aux, class_index=aux.get("labels"), teacher=teacher,
+                                  teacher_target=batch.get("teacher_target"), teacher_weight=losses.teacher)
     _check_finite("G_total", total, state.step + 1)
     state.optG.zero_grad(set_to_none=True)
     total.backward()
@@ -148,6 +154,8 @@ def train_step(state: GanState, batch: dict, losses: LossSettings, device: torch
         out["kl_loss"] = parts["kl"].item()
     if parts["colour"] is not None:
         out["colour_loss"] = parts["colour"].item()
+    if parts["teacher"] is not None:
+        out["teacher_loss"] = parts["teacher"].item()
     out["G_total"] = total.item()
     out["D_total"] = sum(out[f"D_loss{i}"] for i in range(len(state.netsD)))
     return out

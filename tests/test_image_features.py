@@ -464,6 +464,35 @@ def test_lite0_features_shape_dtype_and_determinism(tmp_path):
     assert desc["layers"] == ["head", "stage4:max"] and len(desc["weights"]["sha256"]) == 64
 
 
+
+def test_lite0_perception_matches_the_teacher_and_passes_gradients_only_to_the_images():
+    """The generator's teacher loss sees what stage B's teacher computes (same network, same scaling), and
+    training it changes no weight of the network nor its BatchNorm statistics."""
+    import torch
+
+    from s2i.teachers import Lite0Perception
+
+    teacher = EfficientNetLite0(image_size=64, device="cpu")
+    percept = Lite0Perception(image_size=64).train()  # .train() must not put the frozen network in train mode
+    assert percept.dims == (1280, 80) and not percept.net.training
+    img = np.asarray(_shape_image((30, 60, 220), "triangle", 0), dtype=np.float32) / 255.0
+    view = teacher.prepare(img)[None, :, :64, :64].copy()  # a 64-px view, normalised as stage B does
+    want = teacher.forward(view)
+    x = (torch.from_numpy(view) * (128 / 255) + 127 / 255) * 2 - 1  # the same view in [-1, 1]
+    x.requires_grad_(True)
+    got = percept(x)
+    np.testing.assert_allclose(got.detach().numpy(), want, rtol=1e-4, atol=1e-5)
+    before = {k: v.clone() for k, v in percept.net.state_dict().items()}
+    got.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert all(p.grad is None and not p.requires_grad for p in percept.net.parameters())
+    percept(torch.rand(4, 3, 64, 64) * 2 - 1)  # another forward in "train" mode
+    assert all(torch.equal(before[k], v) for k, v in percept.net.state_dict().items())
+    # other sizes are resized to image_size first: 128-px images at 64 px
+    assert Lite0Perception("stage2:max", image_size=64)(torch.zeros(2, 3, 128, 128)).shape == (2, 24)
+    with pytest.raises(TeacherError, match="at least 32"):
+        Lite0Perception(image_size=16)
+
 def test_cli_efficientnet_default_teacher(tmp_path):
     root = _shapes_dataset(tmp_path / "shapes", per_class=(1, 1))
     summary = main(["--dataset", "shapes", "--data_root", str(root), "--layers", "stage3:max,stage4:max",

@@ -15,6 +15,7 @@ from StackGAN.losses import (
     generator_adv_loss,
     generator_loss,
     kl_loss,
+    teacher_feature_loss,
 )
 from StackGAN.model import D_NET, G_NET, make_discriminators
 
@@ -270,3 +271,54 @@ def test_auxiliary_class_loss_trains_the_class_head_and_reaches_the_generator(ti
     assert len(parts["aux"]) == 2
     total.backward()
     assert g.img_net1.img[0].weight.grad.abs().sum() > 0
+
+
+# ------------------------------------------------------------------ teacher feature loss (ours)
+
+
+def test_teacher_feature_loss_is_one_minus_cosine_averaged_over_layers():
+    """Each layer weighs the same whatever its width: identical features 0, opposite 2, orthogonal 1."""
+    a = torch.tensor([[1.0, 0.0, 3.0, 4.0, 0.0]])  # layers of widths 2 and 3
+    assert teacher_feature_loss(a, a, (2, 3)).item() == pytest.approx(0.0, abs=1e-7)
+    assert teacher_feature_loss(a, -a, (2, 3)).item() == pytest.approx(2.0)
+    # layer 1 orthogonal (cos 0), layer 2 identical up to scale (cos 1): (1 + 0) / 2
+    b = torch.tensor([[0.0, 5.0, 6.0, 8.0, 0.0]])
+    assert teacher_feature_loss(a, b, (2, 3)).item() == pytest.approx(0.5)
+    # a batch of two, by hand: layer 1 has cosines 1/√2 and 0, layer 2 cosines 1 and 1
+    f = torch.tensor([[1.0, 1.0, 1.0], [2.0, 0.0, 1.0]])
+    t = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])
+    want = (((1 - 1 / math.sqrt(2)) + (1 - 0.0)) / 2 + 0.0) / 2
+    assert teacher_feature_loss(f, t, (2, 1)).item() == pytest.approx(want)
+    with pytest.raises(ValueError, match=r"\(B, 5\)"):
+        teacher_feature_loss(a, a[:, :4], (2, 3))
+
+
+class _LinearTeacher(nn.Module):
+    """A stand-in teacher: fixed linear features of the mean colour, so the expected loss is computable."""
+
+    dims = (2, 1)
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.tensor([[1.0, 0.0, 2.0], [0.0, 1.0, -1.0], [1.0, 1.0, 1.0]])
+
+    def forward(self, images):
+        return images.mean(dim=(2, 3)) @ self.w.t()
+
+
+def test_generator_loss_adds_the_weighted_teacher_term_on_the_last_branch(tiny_gan):
+    g, ds, fake, mu, logvar = tiny_gan
+    teacher = _LinearTeacher()
+    target = torch.randn(fake[-1].shape[0], 3)
+    base, _ = generator_loss(ds, fake, mu, logvar, cal_weight=0.0)
+    total, parts = generator_loss(ds, fake, mu, logvar, cal_weight=0.0, teacher=teacher, teacher_target=target,
+                                  teacher_weight=3.0)
+    want = teacher_feature_loss(teacher(fake[-1]), target, teacher.dims)
+    assert parts["teacher"].item() == pytest.approx(want.item(), rel=1e-10)
+    assert total.item() == pytest.approx(base.item() + 3.0 * want.item(), rel=1e-6)  # float32
+    g.zero_grad()
+    parts["teacher"].backward()
+    assert g.img_net1.img[0].weight.grad is None  # only the last branch is seen
+    assert g.img_net2.img[0].weight.grad.abs().sum() > 0 and g.h_net1.fc[0].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="teacher_target"):
+        generator_loss(ds, fake, mu, logvar, cal_weight=0.0, teacher=teacher, teacher_weight=1.0)

@@ -135,3 +135,26 @@ def test_auxiliary_class_loss_trains_records_and_resumes(tiny_gan_data, tmp_path
     for da, db in zip(a["D"], b["D"]):
         for k in da:
             assert torch.equal(da[k], db[k]), k
+
+
+def test_teacher_loss_trains_records_and_resumes(tiny_gan_data, tmp_path):
+    """--teacher_weight (ours): the frozen EfficientNet-Lite0 sees the last branch (128 px here, resized to
+    --teacher_size), its loss is logged, the config records it, and a run
+    stopped part-way resumes to the same weights as an uninterrupted one."""
+    full, part = tmp_path / "full", tmp_path / "part"
+    extra = ("--teacher_weight", "5", "--teacher_layers", "stage4:max", "--teacher_size", "48", "--cache_images")
+    gan_main.main(gan_args(tiny_gan_data, full, *extra))
+    gan_main.main(gan_args(tiny_gan_data, part, *extra, "--max_steps", "6"))
+    gan_main.main(gan_args(tiny_gan_data, part, *extra, "--resume", str(part / "Model" / "latest.pth")))
+    a = torch.load(full / "Model" / "latest.pth", weights_only=True)
+    b = torch.load(part / "Model" / "latest.pth", weights_only=True)
+    assert a["config"]["teacher_weight"] == 5.0 and a["config"]["teacher_layers"] == "stage4:max"
+    losses = read_jsonl(full / "losses.jsonl")
+    assert len(losses) == 12 and all(0 < r["teacher_loss"] <= 2 for r in losses)
+    assert "EfficientNet-Lite0 stage4:max at 48 px" in (full / "log.txt").read_text()
+    for k in a["G_ema"]:
+        assert torch.equal(a["G_ema"][k], b["G_ema"][k]), k
+    def untimed(records):
+        return [{k: v for k, v in r.items() if k != "time"} for r in records]
+
+    assert untimed(read_jsonl(part / "losses.jsonl")) == untimed(losses)  # the same losses, step for step
