@@ -39,7 +39,9 @@ class StopRequest:
     """While active (a ``with`` block in the main thread), SIGINT and SIGTERM raise a flag instead of an exception.
 
     Args:
-        log: called once with a line saying that the run will stop after the current step.
+        log: called once with a line saying that the run will stop after the current step; from
+            :meth:`requested`, not from the signal handler, which may have interrupted a write to the same
+            log (Python's logging then fails with "reentrant call").
         device: where the all-reduced flag lives (a CUDA device under NCCL, the CPU under gloo).
         force_after: seconds after the first signal from which another one aborts without saving.
     """
@@ -51,6 +53,7 @@ class StopRequest:
         self.force_after = force_after
         self.signum: int | None = None
         self._first_at = 0.0
+        self._unannounced = False
         self._previous: dict[int, object] = {}
         self._pid = os.getpid()
 
@@ -70,9 +73,7 @@ class StopRequest:
             return  # a forked data-loader worker inherited the handler; the main process decides
         if self.signum is None:
             self.signum, self._first_at = signum, time.monotonic()
-            if self.log:
-                self.log(f"{signal.Signals(signum).name} received: stopping after the current step and saving a "
-                         "checkpoint (press Ctrl-C again to stop at once without saving)")
+            self._unannounced = True
         elif time.monotonic() - self._first_at > self.force_after:
             raise KeyboardInterrupt
 
@@ -82,6 +83,11 @@ class StopRequest:
         import torch  # here, so that s2i.cli (every stage script) does not pull torch in
         import torch.distributed as dist
 
+        if self._unannounced:
+            self._unannounced = False
+            if self.log:
+                self.log(f"{signal.Signals(self.signum).name} received: stopping after the current step and saving a "
+                         "checkpoint (press Ctrl-C again to stop at once without saving)")
         signum = self.signum or 0
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             flag = torch.tensor([signum], dtype=torch.int64, device=self.device)

@@ -32,9 +32,10 @@ def test_training_fools_the_discriminator_writes_grids_and_snapshots(tiny_gan_da
 
 def test_generator_learns_to_fool_a_fixed_discriminator(tiny_gan_data, tmp_path):
     """With the discriminators frozen (learning rate 0), the generator's steps lower their ability to tell
-    its images from real ones: its adversarial loss −log D(fake) falls on every branch."""
+    its images from real ones: its adversarial loss −log D(fake) falls on every branch. 20 steps: after 12
+    the fall was within the step-to-step noise on some CPUs (D's BatchNorm still follows each batch)."""
     gan_main.main(gan_args(tiny_gan_data, tmp_path / "run", "--TRAIN.DISCRIMINATOR_LR", "0.0",
-                           "--TRAIN.GENERATOR_LR", "0.001"))
+                           "--TRAIN.GENERATOR_LR", "0.001", "--TRAIN.MAX_EPOCH", "5"))
     losses = read_jsonl(tmp_path / "run" / "losses.jsonl")
     for i in (0, 1):
         adv = [r[f"G_loss{i}"] for r in losses]
