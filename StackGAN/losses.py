@@ -9,6 +9,8 @@ numerically safe form under mixed precision (SPEC §15) and equal up to rounding
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -197,7 +199,7 @@ def colour_consistency_loss(img_small: torch.Tensor, img_large: torch.Tensor) ->
     return F.mse_loss(mu_l, mu_s) + COLOUR_COVARIANCE_WEIGHT * F.mse_loss(cov_l, cov_s)
 
 
-def teacher_feature_loss(fake_feats: torch.Tensor, target_feats: torch.Tensor, dims) -> torch.Tensor:
+def teacher_feature_loss(fake_feats: torch.Tensor, target_feats: torch.Tensor, dims: Sequence[int]) -> torch.Tensor:
     """Teacher loss (ours, not in the paper): the generated image should look, to the frozen image teacher of
     stage B, like the real image its caption describes.
 
@@ -239,7 +241,7 @@ def generator_loss(
     aux_weight: float = 0.0,
     class_index: torch.Tensor | None = None,
     logits: bool = False,
-    teacher=None,
+    teacher: nn.Module | None = None,
     teacher_target: torch.Tensor | None = None,
     teacher_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict]:

@@ -289,7 +289,6 @@ def test_stop_request_raises_a_flag_and_a_late_second_signal_aborts():
     assert signal.getsignal(signal.SIGINT) is before
 
 
-
 def test_stop_request_logs_from_the_loop_not_from_the_signal_handler():
     """A handler that wrote the log line could interrupt a write to the same log file mid-way, and logging
     then fails with "reentrant call" (seen under load in the Ctrl-C test of the encoder)."""
@@ -299,6 +298,7 @@ def test_stop_request_logs_from_the_loop_not_from_the_signal_handler():
         assert stop.signum == signal.SIGINT and lines == []
         assert stop.requested() and len(lines) == 1 and lines[0].startswith("SIGINT received")
         assert stop.requested() and len(lines) == 1
+
 
 def test_ctrl_c_outside_a_training_loop_is_one_line(tmp_path):
     script = tmp_path / "slow.py"

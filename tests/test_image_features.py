@@ -464,7 +464,6 @@ def test_lite0_features_shape_dtype_and_determinism(tmp_path):
     assert desc["layers"] == ["head", "stage4:max"] and len(desc["weights"]["sha256"]) == 64
 
 
-
 def test_lite0_perception_matches_the_teacher_and_passes_gradients_only_to_the_images():
     """The generator's teacher loss sees what stage B's teacher computes (same network, same scaling), and
     training it changes no weight of the network nor its BatchNorm statistics."""
@@ -492,6 +491,7 @@ def test_lite0_perception_matches_the_teacher_and_passes_gradients_only_to_the_i
     assert Lite0Perception("stage2:max", image_size=64)(torch.zeros(2, 3, 128, 128)).shape == (2, 24)
     with pytest.raises(TeacherError, match="at least 32"):
         Lite0Perception(image_size=16)
+
 
 def test_cli_efficientnet_default_teacher(tmp_path):
     root = _shapes_dataset(tmp_path / "shapes", per_class=(1, 1))

@@ -140,8 +140,8 @@ def test_auxiliary_class_loss_trains_records_and_resumes(tiny_gan_data, tmp_path
 
 def test_teacher_loss_trains_records_and_resumes(tiny_gan_data, tmp_path):
     """--teacher_weight (ours): the frozen EfficientNet-Lite0 sees the last branch (128 px here, resized to
-    --teacher_size), its loss is logged, the config records it, and a run
-    stopped part-way resumes to the same weights as an uninterrupted one."""
+    --teacher_size), its loss is logged, the config records it, and a run stopped part-way resumes to the
+    same weights and losses as an uninterrupted one."""
     full, part = tmp_path / "full", tmp_path / "part"
     extra = ("--teacher_weight", "5", "--teacher_layers", "stage4:max", "--teacher_size", "48", "--cache_images")
     gan_main.main(gan_args(tiny_gan_data, full, *extra))
@@ -155,6 +155,7 @@ def test_teacher_loss_trains_records_and_resumes(tiny_gan_data, tmp_path):
     assert "EfficientNet-Lite0 stage4:max at 48 px" in (full / "log.txt").read_text()
     for k in a["G_ema"]:
         assert torch.equal(a["G_ema"][k], b["G_ema"][k]), k
+
     def untimed(records):
         return [{k: v for k, v in r.items() if k != "time"} for r in records]
 
