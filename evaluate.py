@@ -23,7 +23,7 @@ import numpy as np
 
 from s2i.cli import run_cli
 from s2i.config import ConfigError, option, parse_config, require, to_dict
-from s2i.evaluation import (
+from s2i.evaluation.scoring import (
     EvaluationError,
     caption_voices,
     finite,
@@ -37,9 +37,9 @@ from s2i.evaluation import (
     speech_encoder_section,
     voice_groups,
 )
-from s2i.manifests import DATA_ROOTS, DATASETS, load_manifest
+from s2i.data.manifests import DATA_ROOTS, DATASETS, load_manifest
 from s2i.runs import read_jsonl, write_json_atomic
-from s2i.safe_pickle import load_feature_list
+from s2i.data.safe_pickle import load_feature_list
 
 
 @dataclass
@@ -142,7 +142,7 @@ def _attribute_section(cfg, classifier_path, manifest, gen, groups, offsets, rea
 
 def evaluate(cfg: EvaluateConfig, log=print) -> dict[str, Any]:
     """Every metric of one evaluation folder; writes metrics.json and report.html. Returns the metrics."""
-    from s2i.report import Sample, write_report
+    from s2i.evaluation.report import Sample, write_report
 
     if not cfg.images:
         raise ConfigError("--images is required: the generator's evaluation folder (…/Model/iteration<N>)")

@@ -19,8 +19,8 @@ from s2i.checkpoints import CheckpointError
 from s2i.cli import run_cli
 from s2i.config import option, parse_config, require
 from s2i.distributed import resolve_device
-from s2i.image_features import manifest_fingerprint
-from s2i.manifests import DATA_ROOTS, load_manifest
+from s2i.features.image_features import manifest_fingerprint
+from s2i.data.manifests import DATA_ROOTS, load_manifest
 from s2i.metrics.attributes import (
     TrainSettings,
     load_classifier,

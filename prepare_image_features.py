@@ -30,10 +30,10 @@ import numpy as np
 
 from s2i.cli import run_cli
 from s2i.config import ConfigError, option, parse_config, require
-from s2i.image_features import add_feature_path_to_manifest, compute_split
-from s2i.images import FLIPS, MIN_SIDE, view_protocol
-from s2i.manifests import DATA_ROOTS, DATASETS, ManifestError, load_manifest
-from s2i.teachers import (
+from s2i.features.image_features import add_feature_path_to_manifest, compute_split
+from s2i.data.images import FLIPS, MIN_SIDE, view_protocol
+from s2i.data.manifests import DATA_ROOTS, DATASETS, ManifestError, load_manifest
+from s2i.features.teachers import (
     FEATURE_TAGS,
     GOOGLENET_LAYER,
     ILSVRC_2012_MEAN_BGR,

@@ -8,7 +8,7 @@ Places (Places Audio Caption metadata, 7 classes):
     python prepare_manifests.py --dataset places --raw ./data/Places_subset
 
 Run from the repository root: paths inside it are written relative to it (``./data/...``), others
-absolute. Existing manifests are kept unless ``--force``. Parsing rules: ``s2i/dataset_builders.py``.
+absolute. Existing manifests are kept unless ``--force``. Parsing rules: ``s2i/data/dataset_builders.py``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from s2i import dataset_builders as db
+from s2i.data import dataset_builders as db
 from s2i.cli import run_cli
 from s2i.config import ConfigError, option, parse_config
 

@@ -22,10 +22,11 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from s2i import shapes
+from s2i.data import shapes
 from s2i.cli import run_cli
 from s2i.config import ConfigError, option, parse_config, to_dict
-from s2i.manifests import portable_path, write_manifest
+from s2i.data.manifests import write_manifest
+from s2i.files import portable_path
 
 
 @dataclass

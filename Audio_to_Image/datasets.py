@@ -16,8 +16,8 @@ from Audio_to_Image.audio import FrontEndConfig
 from Audio_to_Image.augment import SpecAugmentConfig, augment_logmel
 from Audio_to_Image.feature_cache import FeatureCache, load_features
 from Audio_to_Image.speech_encoder import TIME_REDUCTION
-from s2i.manifests import Manifest, ManifestError
-from s2i.safe_pickle import load_feature_list
+from s2i.data.manifests import Manifest, ManifestError
+from s2i.data.safe_pickle import load_feature_list
 
 
 def load_teacher_features(manifest: Manifest, path=None) -> list[np.ndarray]:

@@ -67,9 +67,9 @@ from s2i.checkpoints import CheckpointError
 from s2i.cli import run_cli
 from s2i.config import ConfigError, load_yaml, option, parse_config, require, to_dict
 from s2i.distributed import resolve_device
-from s2i.manifests import DATA_ROOTS, DATASETS, Manifest, ManifestError, load_manifest
+from s2i.data.manifests import DATA_ROOTS, DATASETS, Manifest, ManifestError, load_manifest
 from s2i.runs import write_json_atomic
-from s2i.safe_pickle import save_pickle
+from s2i.data.safe_pickle import save_pickle
 
 SORT_WINDOW_BATCHES = 8
 """Clips are sorted by length within windows of this many batches (the whole split would not fit in memory)."""

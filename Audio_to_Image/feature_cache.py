@@ -22,8 +22,6 @@ import hashlib
 import json
 import logging
 import multiprocessing
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -41,6 +39,7 @@ from Audio_to_Image.audio import (
     logmel_reference,
     pad_or_crop,
 )
+from s2i.files import atomic_write, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -53,24 +52,6 @@ def compute_entry(path: PathType, cfg: FrontEndConfig) -> np.ndarray:
     """
     logmel = logmel_reference(load_audio(path, cfg.sample_rate), cfg)
     return np.ascontiguousarray(logmel[:, : cfg.target_length], dtype=np.float32)
-
-
-def _atomic_write_bytes(dest: Path, write: Any) -> None:
-    """Call ``write(fileobj)`` on a temp file next to ``dest``, then rename it onto ``dest``."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        # mkstemp creates 0600; a cache is usually shared by the people training on the same data.
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 class FeatureCache:
@@ -104,7 +85,7 @@ class FeatureCache:
             "config": self.cfg.to_dict(),
         }
         text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
-        _atomic_write_bytes(meta, lambda f: f.write(text.encode("utf-8")))
+        write_text_atomic(meta, text, durable=False)
 
     def entry_path(self, path: PathType) -> Path:
         """Where the entry for the current version of ``path`` lives (it may not exist yet).
@@ -150,7 +131,8 @@ class FeatureCache:
         return arr
 
     def _write(self, entry: Path, arr: np.ndarray) -> None:
-        _atomic_write_bytes(entry, lambda f: np.save(f, arr, allow_pickle=False))
+        with atomic_write(entry, durable=False) as f:
+            np.save(f, arr, allow_pickle=False)
 
     def _fill(self, path: PathType, entry: Path) -> np.ndarray:
         arr = compute_entry(path, self.cfg)

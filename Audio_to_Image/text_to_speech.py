@@ -41,7 +41,7 @@ from Audio_to_Image.tts import (
 )
 from s2i.cli import run_cli
 from s2i.config import option, parse_config, require
-from s2i.manifests import DATA_ROOTS, DATASETS, Manifest, ManifestError, load_manifest
+from s2i.data.manifests import DATA_ROOTS, DATASETS, Manifest, ManifestError, load_manifest
 
 SPLITS = ("train", "test")
 MAX_LISTED_FAILURES = 50

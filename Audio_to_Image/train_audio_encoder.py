@@ -47,7 +47,7 @@ from s2i.checkpoints import atomic_save, extract_state_dict, load_checkpoint, lo
 from s2i.cli import run_cli
 from s2i.config import ConfigError, option, parse_config, require, to_dict
 from s2i.interrupt import StopRequest, TrainingInterrupted, ignore_sigint_in_worker
-from s2i.manifests import DATA_ROOTS, DATASETS, load_manifest
+from s2i.data.manifests import DATA_ROOTS, DATASETS, load_manifest
 from s2i.runs import RunFolder, tensorboard_writer
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from s2i.config import ConfigError, _apply, _nest, build_parser, load_yaml, option, require
-from s2i.manifests import DATASETS
+from s2i.data.manifests import DATASETS
 
 OUTPUT_ROOT = Path("./output/StackGAN")
 

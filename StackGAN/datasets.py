@@ -26,9 +26,9 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from s2i.config import ConfigError
-from s2i.images import load_image
-from s2i.manifests import Manifest, ManifestError, load_manifest
-from s2i.safe_pickle import PickleFormatError, load_pickle
+from s2i.data.images import load_image
+from s2i.data.manifests import Manifest, ManifestError, load_manifest
+from s2i.data.safe_pickle import PickleFormatError, load_pickle
 from StackGAN.config import GanConfig, GanPaths, resolve_paths
 
 LOAD_RATIO = 76 / 64  # images are resized to imsize·76/64 before the imsize crop (SPEC §11.2)

@@ -262,7 +262,7 @@ def generator_loss(
         aux_weight: ours, 0 = off: add ``aux_weight·Σ_i CE(D_i,cls(fake_i), y)``, so the fakes are drawn to be
             classified as the class of their caption (AC-GAN's generator term).
         class_index: class indices ``(B,)`` in ``[0, num_classes)``; required when ``aux_weight > 0``.
-        teacher: ours, with ``teacher_weight > 0``: a frozen feature network (``s2i.teachers.Lite0Perception``)
+        teacher: ours, with ``teacher_weight > 0``: a frozen feature network (``s2i.features.teachers.Lite0Perception``)
             applied to the last branch's images for :func:`teacher_feature_loss`.
         teacher_target: the teacher's features of each caption's real image ``(B, Σ teacher.dims)``.
         teacher_weight: weight of the teacher loss; 0 = off (the paper).

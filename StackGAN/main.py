@@ -75,7 +75,7 @@ def build_teacher(cfg: GanConfig, ds, device: torch.device, log) -> tuple[torch.
     The targets are computed once, from each image's last-branch centre view (the resolution the loss
     sees the generated images at), in batches; the teacher is deterministic, so a resumed run gets the same.
     """
-    from s2i.teachers import Lite0Perception, TeacherError
+    from s2i.features.teachers import Lite0Perception, TeacherError
 
     t0 = time.time()
     try:

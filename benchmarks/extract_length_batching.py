@@ -24,7 +24,7 @@ from Audio_to_Image.extract_audio_feature import embed_clips
 from Audio_to_Image.feature_cache import FeatureCache
 from Audio_to_Image.speech_encoder import CNNRNN
 from s2i.distributed import resolve_device
-from s2i.synthetic import _class_word, speak_word
+from s2i.data.synthetic import _class_word, speak_word
 
 
 def _encoder(frontend: FrontEndConfig) -> CNNRNN:

@@ -26,7 +26,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader
 
-from s2i.safe_pickle import save_pickle
+from s2i.data.safe_pickle import save_pickle
 from StackGAN.datasets import GanDataset
 
 

@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from s2i.teachers import Lite0Perception
+from s2i.features.teachers import Lite0Perception
 from StackGAN.trainer import GanState, LossSettings, build_models, generate, train_step
 
 

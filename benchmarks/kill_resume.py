@@ -6,7 +6,7 @@ then run to the end, and its output compared with a run that was never killed.
 
 Stages, each in a temporary folder with settings small enough for a cycle to take seconds:
 
-* ``encoder``: Audio_to_Image/train_audio_encoder.py on the generated toy set (s2i.synthetic), 30 epochs of
+* ``encoder``: Audio_to_Image/train_audio_encoder.py on the generated toy set (s2i.data.synthetic), 30 epochs of
   3 batches of 8, 320-frame spectrograms; a checkpoint per epoch.
 * ``gan``: StackGAN/main.py on the tests' tiny set (3 classes of 80 px squares, 24-d embeddings), 2 branches,
   400 steps of 4 images, a snapshot every 5.
@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from s2i.synthetic import make_tiny_gan_dataset
+from s2i.data.synthetic import make_tiny_gan_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -171,7 +171,7 @@ class Encoder(Trainer):
 
     def __init__(self, tmp: Path) -> None:
         super().__init__(tmp)
-        from s2i.synthetic import SyntheticSpec, make_dataset
+        from s2i.data.synthetic import SyntheticSpec, make_dataset
 
         # Two copies of the same generated set, so that each run also builds its own log-mel cache.
         for name in ("toy_killed", "toy_reference"):
@@ -278,7 +278,7 @@ class Tts(DataStage):
                 "--workers", "1", "--no-progress"]
 
     def wavs(self, root: Path) -> list[Path]:
-        from s2i.manifests import load_manifest
+        from s2i.data.manifests import load_manifest
 
         out = []
         for split in ("train", "test"):
@@ -323,8 +323,8 @@ class Features(DataStage):
         return [root / s / "image_features_efficientnet_lite0.pickle" for s in ("train", "test")]
 
     def inspect(self) -> tuple[str, int, int]:
-        from s2i.image_features import partial_dir, sidecar_path
-        from s2i.safe_pickle import load_pickle
+        from s2i.features.image_features import partial_dir, sidecar_path
+        from s2i.data.safe_pickle import load_pickle
 
         found = loaded = done = total = 0
         for pk in self.pickles(self.run_dir):

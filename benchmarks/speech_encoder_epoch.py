@@ -27,8 +27,8 @@ from Audio_to_Image.feature_cache import FeatureCache
 from Audio_to_Image.losses import LossWeights
 from Audio_to_Image.speech_encoder import CNNRNN
 from Audio_to_Image.trainer import train_one_epoch
-from s2i.manifests import load_manifest
-from s2i.synthetic import SyntheticSpec, make_dataset
+from s2i.data.manifests import load_manifest
+from s2i.data.synthetic import SyntheticSpec, make_dataset
 
 
 def _loader(ds, args) -> DataLoader:

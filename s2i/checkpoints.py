@@ -8,11 +8,12 @@ our loaders read theirs.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from s2i.files import atomic_write
 
 
 class CheckpointError(ValueError):
@@ -20,38 +21,9 @@ class CheckpointError(ValueError):
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename: never a half-written file.
-
-    The temporary file is ``.<name>.<random>.<pid>.tmp``; one left by a killed process is recognised by
-    its dead pid and removed when the run folder is opened again (``s2i.runs.remove_stale_temp_files``).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".{os.getpid()}.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Makes a rename durable across a power cut too (a killed process needs no more than the rename)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems refuse fsync on folders
-    finally:
-        os.close(fd)
+    """``torch.save`` through :func:`s2i.files.atomic_write`: never a half-written checkpoint."""
+    with atomic_write(path) as fh:
+        torch.save(obj, fh)
 
 
 def atomic_link(src: str | Path, dst: str | Path) -> None:

@@ -10,11 +10,15 @@ from __future__ import annotations
 import gc
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -33,17 +37,25 @@ class DistInfo:
         return self.world_size > 1
 
 
+class DeviceError(ValueError):
+    """The device asked for does not exist here (a user error: ``s2i.cli`` prints it as one line)."""
+
+
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` → CUDA when available, else CPU. Asking for CUDA on a machine without it is an error."""
+    """The one device resolver of every stage: ``auto`` → CUDA when available, else CPU.
+
+    ``cuda`` on a machine without CUDA, or a name other than auto/cpu/cuda, is a :class:`DeviceError`.
+    Under torchrun, rank ``local_rank`` of a node gets GPU ``local_rank`` (modulo the GPUs it has).
+    """
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device here (use --device cpu)")
+            raise DeviceError("--device cuda was asked for, but torch sees no CUDA device here (use --device cpu)")
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     if name == "cpu":
         return torch.device("cpu")
-    raise ValueError(f"--device must be auto, cpu or cuda, got {name!r}")
+    raise DeviceError(f"--device must be auto, cpu or cuda, got {name!r}")
 
 
 def init_distributed(device: str = "auto", local_rank_flag: int = 0) -> DistInfo:
@@ -112,3 +124,19 @@ class ResumableSampler(DistributedSampler):
     def __len__(self) -> int:
         # ``skip`` is batches x batch size, which passes the end when the last batch was a short one.
         return max(0, super().__len__() - self.skip)
+
+
+def run_distributed(fn: Callable[[DistInfo], T], device: str = "auto", local_rank_flag: int = 0) -> T:
+    """Runs ``fn(dist)`` inside the process group of a torchrun launch (or alone), and leaves the group.
+
+    The scaffolding every multi-process stage shares: join (:func:`init_distributed`), run, and
+    :func:`cleanup` — after an error without waiting for the other ranks, which may be stuck elsewhere.
+    """
+    dist_info = init_distributed(device, local_rank_flag)
+    try:
+        result = fn(dist_info)
+    except BaseException:
+        cleanup(wait_for_peers=False)
+        raise
+    cleanup()
+    return result

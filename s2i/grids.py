@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from s2i.files import atomic_write
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -34,8 +35,5 @@ def image_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2, 
 
 def save_png(image: Image.Image, path: str | Path) -> None:
     """Saves atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_write(path, durable=False) as fh:
+        image.save(fh, format="PNG")

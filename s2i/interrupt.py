@@ -22,7 +22,8 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -106,3 +107,26 @@ def ignore_sigint_in_worker(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: a terminal's Ctrl-C reaches every process of the group, and a worker
     that died of it would make the main process fail on its next batch instead of finishing its step."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def stop_run(run: Any, tb: Any, stop: StopRequest, where: str, checkpoint: str | Path, *,
+             saved: str = "checkpoint", note: str = "") -> NoReturn:
+    """Ends a training run that was asked to stop, after its checkpoint is on disk.
+
+    Logs where it stopped and the command that continues it, closes the TensorBoard writer (if any) and
+    the run folder, and raises :class:`TrainingInterrupted` with the signal's exit code.
+
+    Args:
+        run: the :class:`s2i.runs.RunFolder` of the run.
+        tb: its TensorBoard writer, or None.
+        where: e.g. ``"at step 120/720"`` or ``"part-way through epoch 3 (after batch 5 of 20)"``.
+        checkpoint: the file ``--resume`` continues from.
+        saved: what was saved (``"checkpoint"``, ``"snapshot"``).
+        note: appended to the log line after the path (e.g. what the other checkpoints keep).
+    """
+    run.logger.info(f"interrupted {where}: {saved} saved to {checkpoint}{note}; to continue, run the same "
+                    f"command with --resume {checkpoint}")
+    if tb:
+        tb.close()
+    run.close()
+    raise TrainingInterrupted(f"interrupted {where}", stop.exit_code)

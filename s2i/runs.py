@@ -10,13 +10,14 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from s2i.files import write_json_atomic, write_text_atomic
 
 
 class RunFolderError(RuntimeError):
@@ -86,11 +87,11 @@ class RunFolder:
 
     def write_yaml(self, name: str, data: dict[str, Any]) -> None:
         if self.writer:
-            self._atomic_text(name, yaml.safe_dump(_jsonable(data), sort_keys=False))
+            write_text_atomic(self.path / name, yaml.safe_dump(_jsonable(data), sort_keys=False))
 
     def write_json(self, name: str, data: dict[str, Any]) -> None:
         if self.writer:
-            self._atomic_text(name, json.dumps(_jsonable(data), indent=2) + "\n")
+            write_json_atomic(self.path / name, _jsonable(data))
 
     def append_jsonl(self, name: str, record: dict[str, Any]) -> None:
         """One JSON object per line; the line is written whole with one ``write`` call."""
@@ -120,31 +121,9 @@ class RunFolder:
             if isinstance(record, dict) and keep(record):
                 kept.append(line)
         if len(kept) != len(lines):
-            self._atomic_text(name, "".join(line + "\n" for line in kept))
+            write_text_atomic(path, "".join(line + "\n" for line in kept))
         return len(lines) - len(kept)
 
-    def _atomic_text(self, name: str, text: str) -> None:
-        target = self.path / name
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, target)
-
-
-def write_json_atomic(obj: Any, path: str | Path, indent: int | None = 2) -> Path:
-    """JSON to a temporary file in the same folder, then ``os.replace``: never half-written."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=indent, ensure_ascii=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def pid_alive(pid: int) -> bool:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from s2i.synthetic import SyntheticSpec, make_dataset, make_tiny_gan_dataset
+from s2i.data.synthetic import SyntheticSpec, make_dataset, make_tiny_gan_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,7 +45,7 @@ PYTHON = sys.executable
 
 @pytest.fixture(scope="session")
 def tiny_gan_data(tmp_path_factory) -> Path:
-    """3 classes x 6 images, 2 captions each, 24-d class-carrying embeddings (s2i.synthetic.make_tiny_gan_dataset)."""
+    """3 classes x 6 images, 2 captions each, 24-d class-carrying embeddings (s2i.data.synthetic.make_tiny_gan_dataset)."""
     return make_tiny_gan_dataset(tmp_path_factory.mktemp("gan") / "tiny")
 
 

@@ -31,10 +31,10 @@ from Audio_to_Image.train_audio_encoder import EncoderTrainConfig
 from Audio_to_Image.train_audio_encoder import main as train_encoder_main
 from s2i.checkpoints import CheckpointError
 from s2i.config import ConfigError, parse_config
-from s2i.images import ImageLoadError, load_image
-from s2i.manifests import ManifestError, load_manifest
-from s2i.safe_pickle import PickleFormatError, load_feature_list, save_pickle
-from s2i.synthetic import SyntheticSpec, make_dataset
+from s2i.data.images import ImageLoadError, load_image
+from s2i.data.manifests import ManifestError, load_manifest
+from s2i.data.safe_pickle import PickleFormatError, load_feature_list, save_pickle
+from s2i.data.synthetic import SyntheticSpec, make_dataset
 from StackGAN.model import G_NET, load_original_generator
 from tests.conftest import train_args
 
@@ -204,7 +204,7 @@ class TestAudio:
 
 
 # ------------------------------------------------------------------------------------------------
-# Images: s2i.images.load_image (RGB float32 in [0, 1]; sides below min_side=16 are refused, larger
+# Images: s2i.data.images.load_image (RGB float32 in [0, 1]; sides below min_side=16 are refused, larger
 # images of any size are accepted: the 224-pixel crops come from the later resize to 227²).
 # ------------------------------------------------------------------------------------------------
 
@@ -256,7 +256,7 @@ class TestImages:
         assert_user_error(info.value, "tiny.png", "12×8", "minimum side of 16")
 
     def test_smaller_than_crop_is_accepted(self, tmp_path: Path) -> None:
-        from s2i.images import caffe_resize
+        from s2i.data.images import caffe_resize
 
         Image.fromarray(_rgb(20, 20)).save(tmp_path / "small.png")
         out = load_image(tmp_path / "small.png")  # 20 < 224, but >= min_side

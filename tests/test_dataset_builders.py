@@ -1,4 +1,4 @@
-"""prepare_manifests.py / s2i/dataset_builders.py on the raw CUB, Oxford-102 and Places layouts in miniature."""
+"""prepare_manifests.py / s2i/data/dataset_builders.py on the raw CUB, Oxford-102 and Places layouts in miniature."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from s2i import dataset_builders as db
+from s2i.data import dataset_builders as db
 from s2i.config import ConfigError
-from s2i.manifests import ManifestError, load_manifest
+from s2i.data.manifests import ManifestError, load_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 # A stage script at the repository root, not part of the installed packages: load it from its file.

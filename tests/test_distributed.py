@@ -7,6 +7,7 @@ import torch
 
 from s2i.distributed import (
     DistInfo,
+    DeviceError,
     barrier,
     cleanup,
     gather_fingerprints,
@@ -41,7 +42,7 @@ def test_cpu():
 
 @no_cuda
 def test_cuda_without_cuda_says_use_cpu():
-    with pytest.raises(RuntimeError, match="--device cpu"):
+    with pytest.raises(DeviceError, match="--device cpu"):
         resolve_device("cuda")
 
 

@@ -18,9 +18,9 @@ from Audio_to_Image.audio import FrontEndConfig, compute_logmel
 from Audio_to_Image.speech_encoder import CNNRNN, encoder_steps, load_speech_encoder
 from s2i.checkpoints import CheckpointError
 from s2i.config import ConfigError
-from s2i.manifests import ManifestError
-from s2i.safe_pickle import load_pickle
-from s2i.synthetic import SyntheticSpec, make_dataset
+from s2i.data.manifests import ManifestError
+from s2i.data.safe_pickle import load_pickle
+from s2i.data.synthetic import SyntheticSpec, make_dataset
 from tests.conftest import PYTHON, REPO
 
 TARGET = 320  # 5 encoder steps: small enough for a fast CPU test, long enough for cut and uncut batches

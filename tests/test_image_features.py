@@ -19,17 +19,17 @@ from PIL import Image, ImageDraw
 
 from prepare_image_features import main
 from s2i.config import ConfigError
-from s2i.image_features import (
+from s2i.features.image_features import (
     FeatureFileError,
     PartialResult,
     add_feature_path_to_manifest,
     partial_dir,
     sidecar_path,
 )
-from s2i.images import CROP_OFFSETS, ImageLoadError, caffe_resize, load_image, ten_views
-from s2i.manifests import load_manifest
-from s2i.safe_pickle import load_feature_list
-from s2i.teachers import (
+from s2i.data.images import CROP_OFFSETS, ImageLoadError, caffe_resize, load_image, ten_views
+from s2i.data.manifests import load_manifest
+from s2i.data.safe_pickle import load_feature_list
+from s2i.features.teachers import (
     ILSVRC_2012_MEAN_BGR,
     CaffeGoogLeNet,
     EfficientNetLite0,
@@ -96,7 +96,7 @@ def tiny_caffe(tmp_path_factory):
 
 
 def _reference_features(rgb01: np.ndarray, mean_bgr, flip: str) -> np.ndarray:
-    """The original's ten views through the tiny net, in numpy, written independently of s2i.images."""
+    """The original's ten views through the tiny net, in numpy, written independently of s2i.data.images."""
     img = cv2.resize(rgb01, (227, 227), interpolation=cv2.INTER_LINEAR)  # a downscale: equal to skimage order 1
     chw = img.transpose(2, 0, 1)[::-1].astype(np.float64) * 255.0 - np.asarray(mean_bgr)[:, None, None]
     flipped = np.fliplr(chw) if flip == "vertical" else chw[:, :, ::-1]
@@ -469,7 +469,7 @@ def test_lite0_perception_matches_the_teacher_and_passes_gradients_only_to_the_i
     training it changes no weight of the network nor its BatchNorm statistics."""
     import torch
 
-    from s2i.teachers import Lite0Perception
+    from s2i.features.teachers import Lite0Perception
 
     teacher = EfficientNetLite0(image_size=64, device="cpu")
     percept = Lite0Perception(image_size=64).train()  # .train() must not put the frozen network in train mode

@@ -1,4 +1,4 @@
-"""s2i/manifests.py: the three dataset schemas of SPEC §1.2, their class labels, paths and errors."""
+"""s2i/data/manifests.py: the three dataset schemas of SPEC §1.2, their class labels, paths and errors."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from s2i.manifests import PLACES_CLASSES, Manifest, ManifestError, load_manifest, resolve_data_path
+from s2i.data.manifests import PLACES_CLASSES, Manifest, ManifestError, load_manifest, resolve_data_path
 
 
 def _write(path: Path, obj, *, raw: str | None = None) -> Path:

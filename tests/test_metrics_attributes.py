@@ -12,7 +12,7 @@ from PIL import Image
 import prepare_attribute_classifier
 import prepare_shapes_dataset
 from s2i.checkpoints import CheckpointError
-from s2i.manifests import load_manifest
+from s2i.data.manifests import load_manifest
 from s2i.metrics.attributes import (
     AttributeClassifier,
     TrainSettings,
@@ -26,7 +26,7 @@ from s2i.metrics.attributes import (
     score_images,
     train_attribute_classifier,
 )
-from s2i.shapes import COLOURS, SHAPES
+from s2i.data.shapes import COLOURS, SHAPES
 from StackGAN.datasets import GanDataset
 
 EPOCHS = "30"  # 216 training images; shape needs about 200 steps to reach 0.9 on unseen images

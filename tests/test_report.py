@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from s2i.report import (
+from s2i.evaluation.report import (
     BROWSERS,
     BrowserNotFound,
     ReportError,

@@ -1,4 +1,4 @@
-"""Tests for s2i.safe_pickle: round trips, Python 2 / numpy 1.x streams, refusal of unsafe globals."""
+"""Tests for s2i.data.safe_pickle: round trips, Python 2 / numpy 1.x streams, refusal of unsafe globals."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from s2i.safe_pickle import (
+from s2i.data.safe_pickle import (
     PickleFileMissingError,
     PickleFormatError,
     UnsafePickleError,

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import prepare_shapes_dataset
-from s2i import shapes
-from s2i.manifests import load_manifest
+from s2i.data import shapes
+from s2i.data.manifests import load_manifest
 
 
 def test_24_classes_colour_by_shape():

@@ -12,9 +12,9 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from s2i.config import ConfigError
-from s2i.images import ImageLoadError
-from s2i.manifests import ManifestError, load_manifest
-from s2i.safe_pickle import PickleFileMissingError, PickleFormatError, save_pickle
+from s2i.data.images import ImageLoadError
+from s2i.data.manifests import ManifestError, load_manifest
+from s2i.data.safe_pickle import PickleFileMissingError, PickleFormatError, save_pickle
 from StackGAN.config import load_gan_config
 from StackGAN.datasets import (
     GanDataset,

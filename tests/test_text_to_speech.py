@@ -16,7 +16,7 @@ import soundfile as sf
 
 from Audio_to_Image import text_to_speech as t2s
 from Audio_to_Image import tts
-from s2i.manifests import ManifestError
+from s2i.data.manifests import ManifestError
 
 HAS_ESPEAK = shutil.which("espeak-ng") is not None
 needs_espeak = pytest.mark.skipif(not HAS_ESPEAK, reason="the espeak-ng program is not installed "

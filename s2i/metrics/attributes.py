@@ -1,7 +1,7 @@
 """Attribute accuracy of generated "shapes" images: does the picture show the colour and shape its caption named?
 
 FID and Inception scores say whether images look real, not whether they show what was said. On the
-synthetic shapes dataset (``s2i.shapes``) every caption names its image's colour and shape, so a small
+synthetic shapes dataset (``s2i.data.shapes``) every caption names its image's colour and shape, so a small
 classifier trained on the real training images can read both back from a generated image:
 
 1. :class:`AttributeClassifier`: a four-block CNN on 64×64 RGB with a colour head (8 classes) and a shape
@@ -38,9 +38,9 @@ from PIL import Image
 from torch import nn
 
 from s2i.checkpoints import CheckpointError, atomic_save, load_checkpoint, load_weights
-from s2i.images import load_image
-from s2i.manifests import Manifest, ManifestError, load_manifest
-from s2i.shapes import COLOURS, SHAPES
+from s2i.data.images import load_image
+from s2i.data.manifests import Manifest, ManifestError, load_manifest
+from s2i.data.shapes import COLOURS, SHAPES
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -135,7 +135,7 @@ def resize(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def load_images(paths: Sequence[str | Path], size: int = INPUT_SIZE) -> torch.Tensor:
-    """Image files → ``(N, 3, size, size)`` uint8, read by ``s2i.images.load_image`` (its errors name the file)
+    """Image files → ``(N, 3, size, size)`` uint8, read by ``s2i.data.images.load_image`` (its errors name the file)
     and resized by Pillow's antialiased bilinear filter (close to what :func:`resize` does to tensors)."""
     out = torch.empty(len(paths), 3, size, size, dtype=torch.uint8)
     for i, p in enumerate(paths):
@@ -333,7 +333,7 @@ def train_attribute_classifier(
 
     Args:
         images: ``(N, 3, H, W)`` uint8 (or float in [0, 1]); resized to ``settings.input_size`` once.
-        colours, shapes: the ``N`` images' colour and shape names (``s2i.shapes.COLOURS``/``SHAPES``).
+        colours, shapes: the ``N`` images' colour and shape names (``s2i.data.shapes.COLOURS``/``SHAPES``).
         settings: hyperparameters (defaults: :class:`TrainSettings`).
         test: optional held-out ``(images, colours, shapes)``, scored at the end (``summary['test']``),
             also with every image blurred (σ = 1 px at 64 px, ``summary['test_blurred']``).

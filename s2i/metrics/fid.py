@@ -25,8 +25,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -35,6 +33,7 @@ import scipy.linalg
 import torch
 
 from s2i.distributed import resolve_device
+from s2i.files import atomic_write, file_digest
 from s2i.metrics.image_folder import (
     ImageSource,
     iter_image_batches,
@@ -88,14 +87,6 @@ def default_inception_path() -> Path:
     raise FileNotFoundError(f"FID needs the TF-FID Inception network and {found}: run `{INSTALL_HINT}`, "
                             "or pass --inception FILE with a TorchScript module mapping (N, 3, 299, 299) images "
                             "in [-1, 1] to (N, 2048) features")
-
-
-def _file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_torchscript(path: str | Path) -> torch.nn.Module:
@@ -182,7 +173,7 @@ class InceptionFeatureExtractor:
     @property
     def identity(self) -> str:
         if self._sha256 is None:
-            self._sha256 = _file_sha256(self.weights)
+            self._sha256 = file_digest(self.weights)
         return f"{self.name}:{self.weights.name}:sha256={self._sha256}:{PIPELINE_VERSION}"
 
     def resize(self, x: torch.Tensor) -> torch.Tensor:
@@ -248,16 +239,8 @@ def save_statistics(path: str | Path, mu: np.ndarray, sigma: np.ndarray, **meta)
     tool can read the file. The write is atomic (temporary file, then rename).
     """
     mu, sigma = _check_statistics(mu, sigma, "save_statistics")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, mu=mu, sigma=sigma, **{k: np.asarray(v) for k, v in meta.items()})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        np.savez(f, mu=mu, sigma=sigma, **{k: np.asarray(v) for k, v in meta.items()})
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:

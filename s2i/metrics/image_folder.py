@@ -1,6 +1,6 @@
 """Image files for the image metrics (FID, IS): listing a folder, loading batches, resizing batches.
 
-Images are read by :func:`s2i.images.load_image` (Pillow, RGB float32 in [0, 1]; grayscale is
+Images are read by :func:`s2i.data.images.load_image` (Pillow, RGB float32 in [0, 1]; grayscale is
 tiled, alpha dropped), the project's one image loader. As in ``bioinf-jku/TTUR``'s ``fid.py``,
 a folder means the images directly inside it unless ``recursive`` is asked for (the generator's
 samples sit in class sub-folders, shared/SPEC.md §11.7).
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from s2i.images import load_image
+from s2i.data.images import load_image
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageSource", "iter_image_batches", "list_images", "to_float_batch", "uniform_batch"]
 

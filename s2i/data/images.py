@@ -8,7 +8,7 @@ same views:
    alpha channel is dropped (not composited), as ``caffe.io.load_image`` does.
 2. :func:`caffe_resize`: bilinear resize to (S + 3) × (S + 3) the way ``caffe.io.resize_image`` does it
    (min–max scaling to [0, 1], scikit-image ``resize(order=1, mode='constant')``, scaling back).
-3. the teacher's own channel order and normalisation (see ``s2i.teachers``), giving (3, S + 3, S + 3);
+3. the teacher's own channel order and normalisation (see ``s2i.features.teachers``), giving (3, S + 3, S + 3);
 4. :func:`ten_views`: five S × S crops at (x, y) = (0, 0), (3, 0), (1, 1), (0, 3), (3, 3), then the same
    five crops of the flipped array. The original flipped with ``np.fliplr`` on the CHW array, which
    reverses axis 1 = **H**: an upside-down flip (SPEC §14 #19). ``flip='vertical'`` reproduces it (the

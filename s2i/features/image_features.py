@@ -1,7 +1,7 @@
 """Teacher-feature files of stage B: computing them, their sidecars, resuming and skipping.
 
 Output format (shared/SPEC.md §1.3): a pickle (protocol 2) of a ``list`` of N ``(10, D)`` float32
-arrays in manifest order, written atomically by :func:`s2i.safe_pickle.save_pickle`. Beside it,
+arrays in manifest order, written atomically by :func:`s2i.data.safe_pickle.save_pickle`. Beside it,
 ``<pickle>.json`` (the *sidecar*) records what produced it::
 
     {"format": "s2i-image-features/1",
@@ -19,20 +19,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
-from s2i.images import ImageLoadError, load_image, ten_views
-from s2i.manifests import Manifest, portable_path, write_manifest
-from s2i.runs import write_json_atomic
-from s2i.safe_pickle import save_pickle
-from s2i.teachers import Teacher, sha256_of
+from s2i.data.images import ImageLoadError, load_image, ten_views
+from s2i.data.manifests import Manifest, write_manifest
+from s2i.data.safe_pickle import save_pickle
+from s2i.features.teachers import Teacher
+from s2i.files import atomic_write, file_digest, portable_path, write_json_atomic
 
 SIDECAR_FORMAT = "s2i-image-features/1"
 PICKLE_PROTOCOL = 2
@@ -101,7 +99,7 @@ def matches(sidecar: dict | None, settings: dict, fingerprint: dict, pickle_path
             return False, f"the manifest's images changed ({key})"
     if not pickle_path.is_file():
         return False, "the pickle is missing"
-    if sha256_of(pickle_path) != sidecar.get("output", {}).get("sha256"):
+    if file_digest(pickle_path) != sidecar.get("output", {}).get("sha256"):
         return False, "the pickle differs from the one the sidecar describes"
     return True, "up to date"
 
@@ -177,7 +175,7 @@ class PartialResult:
                 shutil.rmtree(self.root)
         if not self.root.is_dir():
             self.root.mkdir(parents=True)
-            write_json_atomic(key, stamp)
+            write_json_atomic(stamp, key)
 
     def _chunk(self, start: int, stop: int) -> Path:
         return self.root / f"chunk_{start:08d}_{stop:08d}.npy"
@@ -187,14 +185,8 @@ class PartialResult:
 
     def save(self, start: int, stop: int, feats: np.ndarray) -> None:
         path = self._chunk(start, stop)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=self.root)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, np.ascontiguousarray(feats, dtype=np.float32), allow_pickle=False)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_write(path, make_parents=False) as f:
+            np.save(f, np.ascontiguousarray(feats, dtype=np.float32), allow_pickle=False)
 
     def load(self, start: int, stop: int, views: int, dim: int) -> np.ndarray:
         path = self._chunk(start, stop)
@@ -214,7 +206,7 @@ class PartialResult:
 def add_feature_path_to_manifest(manifest_path: str | Path, feature_path: str | Path) -> str:
     """Adds ``image_feature_path`` to a manifest JSON, keeping every other key and the item order.
 
-    The path is written as the other stages write manifest paths (``s2i.manifests.portable_path``:
+    The path is written as the other stages write manifest paths (``s2i.files.portable_path``:
     ``./relative`` under the working directory, else absolute), just before ``data`` where the
     original schema has it; the file is replaced atomically.
 
@@ -308,14 +300,14 @@ def compute_split(
         "format": SIDECAR_FORMAT,
         "settings": settings,
         "manifest": fingerprint,
-        "output": {"pickle": str(pickle_path.resolve()), "sha256": sha256_of(pickle_path), "num_images": n,
+        "output": {"pickle": str(pickle_path.resolve()), "sha256": file_digest(pickle_path), "num_images": n,
                    "views": 10, "dim": dim, "dtype": "float32", "pickle_protocol": PICKLE_PROTOCOL,
                    "layout": "list of N (views, dim) arrays in manifest order"},
         "run": {**run_info, "seconds": round(seconds, 3), "images_computed": computed,
                 "images_per_second": round(computed / seconds, 3) if seconds > 0 and computed else None,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
     }
-    write_json_atomic(record, sidecar_path(pickle_path))
+    write_json_atomic(sidecar_path(pickle_path), record)
     partial.remove()
     rate = f", {computed / seconds:.2f} images/s" if seconds > 0 and computed else ""
     log(f"{pickle_path}: wrote {n} × (10, {dim}) float32 in {seconds:.1f}s{rate}")

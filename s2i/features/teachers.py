@@ -1,6 +1,6 @@
 """Teacher image networks for stage B (image features, shared/SPEC.md §3).
 
-Two backends, both run on the ten views of ``s2i.images``:
+Two backends, both run on the ten views of ``s2i.data.images``:
 
 * :class:`CaffeGoogLeNet`: the authors' teacher, BVLC GoogLeNet from user-supplied Caffe files, run
   by OpenCV's DNN module (``cv2.dnn.readNetFromCaffe``) with the original's preprocessing: resize to
@@ -16,7 +16,6 @@ float32 (:meth:`forward`); :meth:`describe` says everything a feature file's sid
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import re
 from dataclasses import dataclass
@@ -25,7 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from s2i.images import CROP_MARGIN, caffe_resize
+from s2i.data.images import CROP_MARGIN, caffe_resize
+from s2i.distributed import resolve_device
+from s2i.files import file_digest
 
 # caffe/python/caffe/imagenet/ilsvrc_2012_mean.npy averaged over H and W, in BGR order (the values
 # Caffe's classification example prints for this file).
@@ -39,14 +40,6 @@ FEATURE_TAGS = {"caffe-googlenet": "googlenet_caffe", "efficientnet-lite0": "eff
 
 class TeacherError(ValueError):
     """A teacher cannot be built from what the user gave (missing or invalid files, bad settings)."""
-
-
-def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _need_file(path: str | Path | None, what: str, flag: str) -> Path:
@@ -202,9 +195,9 @@ class CaffeGoogLeNet(Teacher):
     def describe(self) -> dict:
         return {
             "teacher": self.name,
-            "weights": {"prototxt": str(self.prototxt.resolve()), "prototxt_sha256": sha256_of(self.prototxt),
+            "weights": {"prototxt": str(self.prototxt.resolve()), "prototxt_sha256": file_digest(self.prototxt),
                         "caffemodel": str(self.caffemodel.resolve()),
-                        "caffemodel_sha256": sha256_of(self.caffemodel), "mean_source": self.mean_source},
+                        "caffemodel_sha256": file_digest(self.caffemodel), "mean_source": self.mean_source},
             "layers": list(self.layers),
             "normalization": {"channels": "BGR", "scale": 255.0, "mean_bgr": list(self.mean_bgr), "std": None},
         }
@@ -309,14 +302,6 @@ def load_lite0_network(weights: str | Path | None = None, image_size: int = 224)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TeacherError(f"{path} is not an EfficientNet-Lite0 state dict: {first}") from None
     return net.eval(), path
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise TeacherError("--device cuda: CUDA is not available to PyTorch here; use --device cpu or auto")
-    return torch.device(device)
 
 
 def lite0_pooled_features(net: torch.nn.Module, x: torch.Tensor, layers: tuple[LayerSpec, ...]) -> torch.Tensor:
@@ -443,7 +428,7 @@ class EfficientNetLite0(Teacher):
         mean, std = LITE0_NORMALIZATIONS[self.normalization]
         return {
             "teacher": self.name,
-            "weights": {"path": str(self.weights.resolve()), "sha256": sha256_of(self.weights)},
+            "weights": {"path": str(self.weights.resolve()), "sha256": file_digest(self.weights)},
             "layers": [str(s) for s in self.layers],
             "layer_dims": [s.channels for s in self.layers],
             "normalization": {"name": self.normalization, "channels": "RGB", "mean_rgb": list(mean),

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from s2i.files import write_json_atomic
+
 DATASETS = ("birds", "flowers", "places", "shapes")
 DATA_ROOTS = {"birds": "./data/birds", "flowers": "./data/flowers", "places": "./data/Places_subset",
               "shapes": "./data/shapes"}
@@ -177,29 +179,6 @@ def load_manifest(path: str | Path, dataset: str) -> Manifest:
     )
 
 
-def portable_path(path: str | Path) -> str:
-    """How a path is written into a manifest: ``./relative`` when it lies under the working directory
-    (the repository root, as the original expects), else absolute."""
-    path = Path(path).resolve()
-    try:
-        return "./" + str(path.relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
-
-
 def write_manifest(path: str | Path, manifest: dict[str, Any]) -> None:
     """Writes a manifest dict as JSON atomically (temporary file, then rename), keeping key order."""
-    import os
-    import tempfile
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(manifest, fh, indent=1, ensure_ascii=False)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_json_atomic(path, manifest, indent=1)

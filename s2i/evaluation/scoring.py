@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from s2i.manifests import Manifest
+from s2i.data.manifests import Manifest
+from s2i.data.safe_pickle import load_pickle
 from s2i.metrics.retrieval import (
     class_centre_accuracy,
     mean_average_precision,
@@ -31,7 +32,6 @@ from s2i.metrics.retrieval import (
     recall_at_k,
     similarity_matrix,
 )
-from s2i.safe_pickle import load_pickle
 
 GENERATED_NAME = re.compile(r"^(?P<key>.+)_sentence(?P<caption>\d+)_(?P<sample>\d+)\.png$")
 VOICE_GROUPS = ("all", "seen voices", "held-out voices")

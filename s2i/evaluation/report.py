@@ -11,8 +11,8 @@ a screenshot).
 
 Command line (for the README screenshot, or to check a report)::
 
-    python -m s2i.report screenshot output/eval/report.html docs/report.png --width 1200
-    python -m s2i.report check output/eval/report.html
+    python -m s2i.evaluation.report screenshot output/eval/report.html docs/report.png --width 1200
+    python -m s2i.evaluation.report check output/eval/report.html
 """
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ def _check_inputs(samples: Sequence[Sample], curves: Mapping[str, Any] | None,
     """Fails before anything is written if a file is missing or a curve name is unknown."""
     for i, s in enumerate(samples):
         if not isinstance(s, Sample):
-            raise ReportError(f"samples[{i}]: expected an s2i.report.Sample, found {type(s).__name__}")
+            raise ReportError(f"samples[{i}]: expected an s2i.evaluation.report.Sample, found {type(s).__name__}")
         where = f"sample {i + 1} ({s.caption[:40]!r})"
         if not s.audio.is_file():
             raise ReportError(f"{where}: audio file {s.audio} does not exist")
@@ -688,7 +688,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``screenshot REPORT.html OUT.png [--width W] [--height H]`` or ``check REPORT.html``."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m s2i.report", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m s2i.evaluation.report", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     shot = sub.add_parser("screenshot", help="PNG of a report page as headless Chromium draws it")
     shot.add_argument("html", type=Path, help="the report.html to draw")

@@ -9,7 +9,7 @@ The authors' split files can no longer be downloaded, so these builders recreate
 * **flowers**: Oxford-102 (``jpg/``, ``imagelabels.mat``, optionally ``setid.mat``) with Reed et al.'s
   ``text_c10/class_NNNNN/image_NNNNN.txt`` and class lists (82 / 20 classes);
 * **places**: Places Audio Caption metadata (``{"image_base_path", "audio_base_path", "data": [...]}``),
-  keeping the 7 classes of :data:`s2i.manifests.PLACES_CLASSES`.
+  keeping the 7 classes of :data:`s2i.data.manifests.PLACES_CLASSES`.
 
 Rules shared by every builder (documented here once):
 
@@ -42,7 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from s2i.manifests import PLACES_CLASSES, load_manifest
+from s2i.data.manifests import PLACES_CLASSES, load_manifest
+from s2i.files import portable_path
 
 SPLITS = ("train", "test")
 SPLIT_MODES = ("zero_shot", "image")
@@ -65,20 +66,6 @@ class BuildResult:
 
 # ---------------------------------------------------------------------------------------------------
 # small helpers
-
-
-def portable_path(path: str | Path, root: str | Path | None = None) -> str:
-    """``./relative/path`` when ``path`` lies inside ``root`` (default: the working directory), else absolute."""
-    root_abs = os.path.abspath(root if root is not None else os.getcwd())
-    abs_path = os.path.abspath(path)
-    try:
-        inside = os.path.commonpath([root_abs, abs_path]) == root_abs
-    except ValueError:  # different drives on Windows
-        inside = False
-    if not inside:
-        return abs_path
-    rel = os.path.relpath(abs_path, root_abs)
-    return "." if rel == "." else "./" + Path(rel).as_posix()
 
 
 def locate(given: str | Path | None, candidates: Iterable[Path], what: str, flag: str, *, is_dir: bool) -> Path:
@@ -647,7 +634,7 @@ def write_manifests(manifests: dict[str, dict[str, Any]], out_dir: Path, dataset
     """Writes ``<out_dir>/<split>.json`` for every split, all or none.
 
     Existing manifests are an error unless ``force``. Each file is written to a temporary name in the
-    same folder, read back with :func:`s2i.manifests.load_manifest` (so a manifest the pipeline cannot
+    same folder, read back with :func:`s2i.data.manifests.load_manifest` (so a manifest the pipeline cannot
     read is never installed), and only then renamed over the target.
     """
     out_dir = Path(out_dir)
