@@ -26,7 +26,7 @@ from typing import Any
 
 from s2i.cli import run_cli
 from s2i.config import ConfigError, option, parse_config, require
-from s2i.runs import write_json_atomic
+from s2i.files import write_json_atomic
 
 REPO = Path(__file__).resolve().parent
 # Held out of training: a Caribbean and a New York accent, a Scottish female variant and the Klatt
@@ -211,8 +211,8 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
                               f"{seconds[stage.name]:.0f}s; fix the error above and run the demo again "
                               f"(finished stages are reused)")
         _record_path(cfg, stage).parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic({"argv": argv[1:], "seconds": seconds[stage.name],
-                           "finished": time.strftime("%Y-%m-%d %H:%M:%S")}, _record_path(cfg, stage), indent=1)
+        write_json_atomic(_record_path(cfg, stage), {"argv": argv[1:], "seconds": seconds[stage.name],
+                                                     "finished": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1)
         print(f"[{i + 1}/{len(names)}] {stage.name}: {seconds[stage.name]:.0f}s", flush=True)
     if last < len(names) - 1:
         print(f"stopped after {cfg.until}, as asked")
@@ -229,7 +229,7 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
         "total_seconds_this_run": round(time.time() - t_all, 1),
         "metrics": metrics,
     }
-    write_json_atomic(summary, out / "summary.json", indent=1)
+    write_json_atomic(out / "summary.json", summary, indent=1)
     _print_summary(summary, out / "summary.json")
     return summary
 

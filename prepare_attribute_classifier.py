@@ -4,9 +4,9 @@
     python prepare_attribute_classifier.py --data_root data/shapes --force
 
 Trains on the images of ``<data_root>/train.json``, scores the real images of ``test.json`` (the ceiling a
-generator can reach) and writes one checkpoint dict (``s2i.metrics.attributes``) atomically. A second
-run reuses a checkpoint made with the same settings from the same images; ``--force`` retrains. About
-20 s on one CPU core for the 768 training images of the default dataset.
+generator can reach) and writes one checkpoint dict (``s2i.evaluation.attribute_classifier``) atomically.
+A second run reuses a checkpoint made with the same settings from the same images; ``--force`` retrains.
+About 20 s on one CPU core for the 768 training images of the default dataset.
 """
 
 from __future__ import annotations
@@ -18,16 +18,16 @@ from typing import Any
 from s2i.checkpoints import CheckpointError
 from s2i.cli import run_cli
 from s2i.config import option, parse_config, require
-from s2i.distributed import resolve_device
-from s2i.features.image_features import manifest_fingerprint
 from s2i.data.manifests import DATA_ROOTS, load_manifest
-from s2i.metrics.attributes import (
+from s2i.distributed import resolve_device
+from s2i.evaluation.attribute_classifier import (
     TrainSettings,
     load_classifier,
     load_labelled_split,
     save_classifier,
     train_attribute_classifier,
 )
+from s2i.features.image_features import manifest_fingerprint
 
 CHECKPOINT_NAME = "attribute_classifier.pth"
 

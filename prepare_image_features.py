@@ -1,4 +1,4 @@
-"""Stage B: teacher image features, ten views per image, for every split of a dataset (SPEC §3).
+"""Stage B: teacher image features, ten views per image, for every split of a dataset (docs/original.md#s3).
 
 Authors' teacher (BVLC GoogLeNet, Caffe files you supply; run by OpenCV, no Caffe needed):
     python prepare_image_features.py --dataset birds --prototxt deploy.prototxt \
@@ -13,7 +13,7 @@ key is added to it. Beside the pickle,
 ``<pickle>.json`` records the teacher, its weights (SHA-256), layers, view protocol and sizes; a split
 whose sidecar matches the current settings and images is skipped (``--force`` recomputes).
 
-Differences from the original script (SPEC §14 #19): every dataset reads the images its
+Differences from the original script (docs/original.md#bug-19): every dataset reads the images its
 ``train.json``/``test.json`` name (birds read ``val.json`` there) and writes to ``image_feature_path``;
 ``--flip vertical`` (the caffe-googlenet default) keeps the original's upside-down "flip" so the
 features match the authors' released pickles, ``--flip horizontal`` mirrors instead.
@@ -30,9 +30,9 @@ import numpy as np
 
 from s2i.cli import run_cli
 from s2i.config import ConfigError, option, parse_config, require
-from s2i.features.image_features import add_feature_path_to_manifest, compute_split
 from s2i.data.images import FLIPS, MIN_SIDE, view_protocol
 from s2i.data.manifests import DATA_ROOTS, DATASETS, ManifestError, load_manifest
+from s2i.features.image_features import add_feature_path_to_manifest, compute_split
 from s2i.features.teachers import (
     FEATURE_TAGS,
     GOOGLENET_LAYER,
@@ -50,7 +50,7 @@ from s2i.features.teachers import (
 
 @dataclass
 class ImageFeatureConfig:
-    # --- the original's flags (SPEC §13) ---
+    # --- the original's flags (docs/original.md#s13) ---
     caffe_root: str | None = option(None, "Caffe checkout; sets the default --prototxt, --caffemodel and --mean_file "
                                     "to its models/bvlc_googlenet/ files and python/caffe/imagenet/ilsvrc_2012_mean.npy")
     mean_file: str | None = option(None, "Caffe's ilsvrc_2012_mean.npy ((3,256,256) BGR, averaged over H and W); "

@@ -1,4 +1,4 @@
-"""Build train.json / test.json (SPEC §1.2) from the raw public datasets, since the authors' split files are gone.
+"""Build train.json / test.json (docs/original.md#s1-2) from the raw public datasets, since the authors' split files are gone.
 
 Birds (CUB-200-2011 + Reed et al.'s text_c10 and zero-shot class lists):
     python prepare_manifests.py --dataset birds --raw ./data/birds
@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from s2i.data import dataset_builders as db
 from s2i.cli import run_cli
 from s2i.config import ConfigError, option, parse_config
+from s2i.data import dataset_builders as db
 
 DEFAULT_RAW = {"birds": "./data/birds", "flowers": "./data/flowers", "places": "./data/Places_subset"}
 

@@ -1,5 +1,5 @@
 """Builds the "shapes" dataset, the offline default: 256-px images of one coloured shape on grey, ten
-captions each, and ``train.json``/``test.json`` manifests in the birds schema (SPEC §1.2).
+captions each, and ``train.json``/``test.json`` manifests in the birds schema (docs/original.md#s1-2).
 
     python prepare_shapes_dataset.py                          # ./data/shapes, 960 images, 24 classes
     python prepare_shapes_dataset.py --split compositional    # hold some colour-shape pairs out of training
@@ -22,11 +22,11 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from s2i.data import shapes
 from s2i.cli import run_cli
 from s2i.config import ConfigError, option, parse_config, to_dict
+from s2i.data import shapes
 from s2i.data.manifests import write_manifest
-from s2i.files import portable_path
+from s2i.files import atomic_write, portable_path, write_json_atomic
 
 
 @dataclass
@@ -93,9 +93,7 @@ def _check_existing(cfg: ShapesConfig, out: Path) -> bool:
                 f"audio and features for it must then be rebuilt too), or choose another --out"
             )
     out.mkdir(parents=True, exist_ok=True)
-    tmp = record.with_name(".generator.json.tmp")
-    tmp.write_text(json.dumps(cfg.generator_settings(), indent=1))
-    tmp.replace(record)
+    write_json_atomic(record, cfg.generator_settings(), indent=1)
     manifests = [out / "train.json", out / "test.json"]
     return not cfg.force and all(p.exists() for p in manifests)
 
@@ -132,10 +130,8 @@ def build(cfg: ShapesConfig) -> dict:
     def draw(job: tuple[shapes.ShapeSample, int, Path]) -> None:
         sample, index, path = job
         image = shapes.render(sample, np.random.default_rng([cfg.seed, index, 1]), cfg.image_size, cfg.noise)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        image.save(tmp, format="PNG")
-        tmp.replace(path)
+        with atomic_write(path, durable=False) as fh:
+            image.save(fh, format="PNG")
 
     # Pillow releases the GIL while it resizes and compresses, so threads draw in parallel; every image
     # depends on its index alone, so the files are the same for any number of workers.

@@ -9,9 +9,10 @@ Writes ``<out>/<input stem>_<k>.png`` (k = 0..samples-1) at the generator's larg
 of channels (resampled and averaged to mono by the shared front-end). Both checkpoints carry what is
 needed to rebuild their models; the authors' ``epoch_N.pth`` and ``netG_<N>.pth`` load too, their
 architecture read off the weights (``--bidirectional``, ``--rnn_layers``, ``--branch_num`` and
-``--text_dim`` check it) and the encoder's front-end set to the SPEC §4 defaults (``--frontend.NAME``
+``--text_dim`` check it) and the encoder's front-end set to the docs/original.md#s4 defaults (``--frontend.NAME``
 changes it). The same ``--seed`` gives the same images (on the same device). Existing images are kept
-unless ``--overwrite``. Library: ``s2i/inference.py``.
+unless ``--overwrite``. Library: ``Audio_to_Image/inference.py`` (speech → embedding) and
+``StackGAN/sampling.py`` (embedding → images); this script joins them and checks that they fit.
 """
 
 from __future__ import annotations
@@ -19,20 +20,121 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import torch
 from PIL import Image
 
 from Audio_to_Image.audio import FrontEndConfig
-from Audio_to_Image.extract_audio_feature import explicit_keys
+from Audio_to_Image.embedding import explicit_keys
+from Audio_to_Image.inference import (
+    DEFAULT_SILENCE_DBFS,
+    SpeechEmbedder,
+    load_speech_embedder,
+    record_microphone,
+)
 from Audio_to_Image.speech_encoder import TIME_REDUCTION
+from s2i.checkpoints import CheckpointError
 from s2i.cli import run_cli
 from s2i.config import ConfigError, option, parse_config, require
 from s2i.distributed import resolve_device
 from s2i.grids import save_png, to_uint8
-from s2i.inference import DEFAULT_SILENCE_DBFS, load_speech_to_image, record_microphone
+from StackGAN.model import G_NET
+from StackGAN.sampling import load_generator_for_eval, sample_images
+
+T = TypeVar("T")
+
+
+@dataclass
+class Timing:
+    """Seconds spent per stage, summed over the inputs of a run (filled by :meth:`measure` blocks)."""
+
+    frontend: float = 0.0  # decode, resample, downmix, silence check, log-mel
+    encoder: float = 0.0
+    generator: float = 0.0
+
+    @contextmanager
+    def measure(self, stage: str, device: torch.device) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            setattr(self, stage, getattr(self, stage) + time.perf_counter() - t0)
+
+
+@dataclass
+class SpeechToImage:
+    """A speech embedder and a conditional generator that takes its embeddings."""
+
+    speech: SpeechEmbedder
+    generator: G_NET
+    timing: Timing = field(default_factory=Timing)
+
+    def __post_init__(self) -> None:
+        if not self.generator.b_condition:
+            raise ConfigError("the generator is unconditional (GAN.B_CONDITION False): it ignores the speech")
+        if self.generator.text_dim != self.speech.encoder.nhidden:
+            raise ConfigError(f"the encoder gives {self.speech.encoder.nhidden}-d speech embeddings but the "
+                              f"generator expects {self.generator.text_dim}-d ones (its TEXT.DIMENSION)")
+        self.encoder, self.frontend, self.device = self.speech.encoder, self.speech.frontend, self.speech.device
+        self.features, self.embed = self.speech.features, self.speech.embed
+
+    @property
+    def resolution(self) -> int:
+        """Side of the largest image, 64 · 2^(branches − 1)."""
+        return 64 * 2 ** (self.generator.branch_num - 1)
+
+    def images(self, emb: torch.Tensor, seed: int, samples: int = 1) -> torch.Tensor:
+        """``(1, D)`` embedding → ``(samples, 3, R, R)`` images in [−1, 1] (``StackGAN.sampling.sample_images``)."""
+        return sample_images(self.generator, emb, seed, samples)
+
+
+def load_speech_to_image(encoder_path: str | Path, generator_path: str | Path, device: torch.device, *,
+                         frontend: FrontEndConfig | None = None, frontend_explicit: set[str] | None = None,
+                         bidirectional: bool | None = None, rnn_layers: int | None = None,
+                         branch_num: int | None = None, text_dim: int | None = None,
+                         silence_dbfs: float = DEFAULT_SILENCE_DBFS) -> tuple[SpeechToImage, dict]:
+    """Rebuilds both models from their checkpoints alone (ours or the authors'), checks that they fit each
+    other and the original's flags, and returns (the pipeline, a description of what was loaded).
+    Errors name the file and the flag: CheckpointError for an unusable file, ConfigError for a mismatch."""
+    speech, info = _load_part("encoder", lambda: load_speech_embedder(
+        encoder_path, device, frontend=frontend, frontend_explicit=frontend_explicit, bidirectional=bidirectional,
+        rnn_layers=rnn_layers, silence_dbfs=silence_dbfs))
+    if not Path(generator_path).is_file():
+        raise CheckpointError(f"checkpoint {generator_path} does not exist (--generator)")
+    # Both formats carry G's whole architecture (the authors' in its weights' shapes), so the original's
+    # flags are checks here, with a message that names the flag rather than a list of unfitting keys.
+    generator, step = _load_part("generator", lambda: load_generator_for_eval(generator_path, device))
+    for name, given in (("branch_num", branch_num), ("text_dim", text_dim)):
+        if given is not None and generator.args[name] != given:
+            raise ConfigError(f"--{name} {given} was given but the generator {generator_path} has "
+                              f"{name} {generator.args[name]}")
+    try:
+        pipe = SpeechToImage(speech, generator)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (encoder {encoder_path}, generator {generator_path})"
+                          + ("; use a generator trained on this encoder's embeddings"
+                             if generator.b_condition else "")) from None
+    return pipe, {"encoder": str(encoder_path), "encoder_format": info["format"], "generator": str(generator_path),
+                  "generator_step": step, "frontend_source": info["frontend_source"],
+                  "embedding_dim": speech.encoder.nhidden, "resolution": pipe.resolution}
+
+
+def _load_part(role: str, load: Callable[[], T]) -> T:
+    """Runs a loader and prefixes its CheckpointError with which of the two checkpoints failed."""
+    try:
+        return load()
+    except CheckpointError as exc:
+        expected = ("our speech-encoder checkpoint (model_args + state_dict) or the authors' "
+                    "{'meta', 'state_dict'} epoch_N.pth" if role == "encoder" else
+                    "our StackGAN snapshot (format s2i.stackgan.v1) or the authors' netG_<N>.pth")
+        raise CheckpointError(f"--{role}: {exc} (expected {expected})") from None
 
 
 @dataclass
@@ -93,10 +195,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t_start = time.perf_counter()
     cfg, ns = parse_config(InferenceConfig, argv, __doc__.splitlines()[0])
     cfg.check_complete()
-    try:
-        device = resolve_device(cfg.device)
-    except RuntimeError as exc:
-        raise ConfigError(str(exc)) from None
+    device = resolve_device(cfg.device)
     out = Path(cfg.out)
     inputs = [Path(p) for p in cfg.wav]
     _targets(inputs, out, cfg.samples, cfg.overwrite)  # fail before loading models or recording

@@ -1,4 +1,4 @@
-"""The log-mel audio front-end (shared/SPEC.md §4), in one place for training, extraction and inference.
+"""The log-mel audio front-end (docs/original.md#s4), in one place for training, extraction and inference.
 
 Two implementations of the same pipeline, driven by one :class:`FrontEndConfig`:
 
@@ -7,7 +7,7 @@ Two implementations of the same pipeline, driven by one :class:`FrontEndConfig`:
 * the **batched torch** path (:class:`LogMelTorch`): a zero-padded batch on CPU or CUDA, each utterance
   processed as if it were alone, agreeing with the reference to well under 1e-3 dB.
 
-Pipeline (SPEC §4, §15 parity checklist): load at 16 kHz mono → DC removal → pre-emphasis 0.97
+Pipeline (docs/original.md#s4, §15 parity checklist): load at 16 kHz mono → DC removal → pre-emphasis 0.97
 (``y'[0] = y[0]``) → centred STFT (n_fft = win = 400, hop 160, symmetric Hamming, reflect padding) →
 ``|.|**2`` → 40 Slaney mels (20 Hz .. sr/2) → ``power_to_db(ref=max, amin=1e-10, top_db=80)`` →
 right-pad with 0 dB or crop to 2048 frames, ``n_frames`` = valid frames.
@@ -44,13 +44,13 @@ PathType = str | PathLike
 
 @dataclass(frozen=True)
 class FrontEndConfig:
-    """Every step of the log-mel front-end; the defaults are the original's (SPEC §4).
+    """Every step of the log-mel front-end; the defaults are the original's (docs/original.md#s4).
 
     Frozen so that a config and its :meth:`cache_key` cannot drift apart; use
     ``dataclasses.replace(cfg, field=value)`` to vary one field.
 
     ``fmax=None`` means ``sample_rate / 2``. ``max_abs_norm`` divides the padded spectrogram by its
-    largest absolute value, which the original did for the Places dataset only (SPEC §4, §14 #5).
+    largest absolute value, which the original did for the Places dataset only (docs/original.md#s4, §14 #5).
     """
 
     sample_rate: int = 16000
@@ -208,7 +208,7 @@ class AudioError(ValueError):
 
 
 def load_audio(path: PathType, sample_rate: int = 16000) -> np.ndarray:
-    """Read a wav/flac file as mono float32 at ``sample_rate`` Hz (SPEC §4 "Load").
+    """Read a wav/flac file as mono float32 at ``sample_rate`` Hz (docs/original.md#s4 "Load").
 
     Equal to ``librosa.load(path, sr=sample_rate)[0]`` (librosa 0.11): soundfile decoding to float32,
     multichannel downmixed by averaging the channels, soxr 'HQ' resampling when the rate differs.
@@ -253,7 +253,7 @@ def load_audio(path: PathType, sample_rate: int = 16000) -> np.ndarray:
 
 
 def window_array(cfg: FrontEndConfig) -> np.ndarray:
-    """Analysis window of ``win_length`` samples, float64 (SPEC §4 "STFT").
+    """Analysis window of ``win_length`` samples, float64 (docs/original.md#s4 "STFT").
 
     Symmetric by default: the original passed ``scipy.signal.hamming`` as a callable, which librosa
     calls as ``hamming(400)`` (sym=True); the string ``'hamming'`` would give the periodic window.
@@ -281,12 +281,12 @@ def _mel_filterbank_for(key: str, cfg_json: str) -> np.ndarray:
 
 
 def mel_filterbank(cfg: FrontEndConfig) -> np.ndarray:
-    """Mel filterbank ``(n_mels, n_fft // 2 + 1)`` float32, read-only, cached per config (SPEC §4 "Mel")."""
+    """Mel filterbank ``(n_mels, n_fft // 2 + 1)`` float32, read-only, cached per config (docs/original.md#s4 "Mel")."""
     return _mel_filterbank_for(cfg.cache_key(), json.dumps(cfg.to_dict(), sort_keys=True))
 
 
 def logmel_reference(y: np.ndarray, cfg: FrontEndConfig) -> np.ndarray:
-    """Log-mel spectrogram of one utterance, unpadded, exactly the SPEC §4 pipeline.
+    """Log-mel spectrogram of one utterance, unpadded, exactly the docs/original.md#s4 pipeline.
 
     Args:
         y: ``(n_samples,)`` waveform at ``cfg.sample_rate``, n_samples >= 1; computed in float32
@@ -324,7 +324,7 @@ def logmel_reference(y: np.ndarray, cfg: FrontEndConfig) -> np.ndarray:
 
 
 def pad_or_crop(logmel: np.ndarray, cfg: FrontEndConfig) -> tuple[np.ndarray, int]:
-    """Right-pad with ``pad_value`` or keep the first ``target_length`` frames (SPEC §4 "Pad/crop").
+    """Right-pad with ``pad_value`` or keep the first ``target_length`` frames (docs/original.md#s4 "Pad/crop").
 
     Args:
         logmel: ``(n_mels, T)``.
@@ -350,7 +350,7 @@ def pad_or_crop(logmel: np.ndarray, cfg: FrontEndConfig) -> tuple[np.ndarray, in
 def compute_logmel(path: PathType, cfg: FrontEndConfig) -> tuple[np.ndarray, int]:
     """Load one file and return ``(padded (n_mels, target_length) float32, n_frames)``.
 
-    The original's ``utils.load_one_audio_file`` (SPEC §4): :func:`load_audio` +
+    The original's ``utils.load_one_audio_file`` (docs/original.md#s4): :func:`load_audio` +
     :func:`logmel_reference` + :func:`pad_or_crop`.
     """
     return pad_or_crop(logmel_reference(load_audio(path, cfg.sample_rate), cfg), cfg)
@@ -378,7 +378,7 @@ def _source_index(pos: torch.Tensor, length: torch.Tensor, mode: str) -> torch.T
 
 
 class LogMelTorch(torch.nn.Module):
-    """Batched log-mel front-end in torch, CPU or CUDA (SPEC §4), matching :func:`logmel_reference`.
+    """Batched log-mel front-end in torch, CPU or CUDA (docs/original.md#s4), matching :func:`logmel_reference`.
 
     Each utterance in a zero-padded batch is processed as if it were alone: DC removal over its own
     valid samples, pre-emphasis, a centred STFT whose edge padding uses its own samples (per-utterance

@@ -1,4 +1,4 @@
-"""Training and evaluation samples for the speech encoder (SPEC §7.1).
+"""Training and evaluation samples for the speech encoder (docs/original.md#s7-1).
 
 Each sample is one image of a manifest: one of its teacher-feature views, one of its spoken captions as
 a padded log-mel spectrogram, the valid frame count and the class label. The random choices are a

@@ -1,4 +1,4 @@
-"""On-disk cache of log-mel features, keyed by audio file and front-end config (SPEC §4).
+"""On-disk cache of log-mel features, keyed by audio file and front-end config (docs/original.md#s4).
 
 Layout under a cache root (callers pass e.g. ``data/<dataset>/feature_cache``)::
 

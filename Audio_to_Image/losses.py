@@ -1,6 +1,6 @@
-"""Teacher–student losses of the speech encoder (SPEC §6), as pure functions.
+"""Teacher–student losses of the speech encoder (docs/original.md#s6), as pure functions.
 
-Notation as in the SPEC: ``a (B, D)`` speech embeddings (student), ``v (B, D)`` image features of the
+Notation as in docs/original.md#s6: ``a (B, D)`` speech embeddings (student), ``v (B, D)`` image features of the
 paired images (teacher, no gradient), ``y (B,)`` class labels.
 """
 
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 def joint_embedding_loss(
     v: torch.Tensor, a: torch.Tensor, y: torch.Tensor, c_diff: float = 1.0, c_same: float = 1.0
 ) -> torch.Tensor:
-    """Joint embedding loss (JEL, SPEC §6.1).
+    """Joint embedding loss (JEL, docs/original.md#s6-1).
 
     ``S = v aᵀ`` and ``M[i, j] = S[i, j] − S[j, j]``: each speech sample j anchors its own column, so
     its matched image j is compared with every other image i (the original's per-column broadcasting).
@@ -38,12 +38,12 @@ def batch_accuracy(v: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
 
 
 def normalised_l1_loss(a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``mean |a/‖a‖_F − v/‖v‖_F|`` with Frobenius norms of the whole batch matrices (SPEC §6.2)."""
+    """``mean |a/‖a‖_F − v/‖v‖_F|`` with Frobenius norms of the whole batch matrices (docs/original.md#s6-2)."""
     return (a / a.norm() - v / v.norm()).abs().mean()
 
 
 def distillation_loss(a: torch.Tensor, v: torch.Tensor, temperature: float = 2.0) -> torch.Tensor:
-    """KL(softmax(v/T) ‖ softmax(a)) summed and divided by ``B·D`` (SPEC §6.3).
+    """KL(softmax(v/T) ‖ softmax(a)) summed and divided by ``B·D`` (docs/original.md#s6-3).
 
     The temperature softens the teacher only, and there is no T² factor; this is what the original's
     ``F.kl_div(log_softmax(a), softmax(v/T))`` with the old ``'mean'`` reduction computed (§14 #7).
@@ -106,7 +106,7 @@ class LossWeights:
 
 def encoder_loss(a: torch.Tensor, v: torch.Tensor, y: torch.Tensor, w: LossWeights,
                  prototypes: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
-    """``L = L_JEL + λ_L1·L_L1 + λ_dis·L_dis`` (SPEC §6.4), plus ``λ_proto·L_proto`` when ``w.proto``
+    """``L = L_JEL + λ_L1·L_L1 + λ_dis·L_dis`` (docs/original.md#s6-4), plus ``λ_proto·L_proto`` when ``w.proto``
     (:func:`prototype_loss`, ours, off by default); disabled terms are 0.
 
     Returns:

@@ -1,7 +1,7 @@
-"""The CNN+BiLSTM speech encoder ``CNNRNN`` (SPEC §5).
+"""The CNN+BiLSTM speech encoder ``CNNRNN`` (docs/original.md#s5).
 
 Layer table, initialisation and state_dict keys (``Conv.N.*``, ``RNN.*``) follow the original, so the
-authors' ``epoch_N.pth`` files load with ``strict=True``. Fixed against the original (SPEC §14 #11):
+authors' ``epoch_N.pth`` files load with ``strict=True``. Fixed against the original (docs/original.md#bug-11):
 a batch of one keeps its batch dimension, ``rnn_layers > 1`` works, and ``input_dropout`` gives a
 dropout that acts even with one LSTM layer (``drop_prob`` keeps its original meaning: PyTorch's
 between-layer LSTM dropout, which does nothing with one layer).
@@ -16,7 +16,7 @@ import torch.nn as nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 # (in, out, kernel over time, stride over time, padding over time) of the conv blocks after the first,
-# with "pool" marking the two max-pools; indices match the original's nn.Sequential (SPEC §5 table).
+# with "pool" marking the two max-pools; indices match the original's nn.Sequential (docs/original.md#s5 table).
 _TEMPORAL_BLOCKS: list[tuple[int, int, int, int, int] | str] = [
     (64, 64, 3, 1, 1),  # Conv.2
     "pool",  # Conv.3
@@ -42,7 +42,7 @@ def encoder_steps(n_frames: torch.Tensor, max_steps: int) -> torch.Tensor:
     """Valid encoder steps for valid frame counts: ``n_frames // 64`` clamped to ``[1, max_steps]``.
 
     The original fed ``n_frames // 64`` and had to keep clips shorter than 64 frames away from the
-    model (length 0 crashes packing, SPEC §14 #13); clamping to one step handles them per clip.
+    model (length 0 crashes packing, docs/original.md#bug-13); clamping to one step handles them per clip.
     """
     return torch.clamp(n_frames // TIME_REDUCTION, min=1, max=max_steps)
 
@@ -126,7 +126,7 @@ class CNNRNN(nn.Module):
             lengths: valid encoder steps per clip ``(B,)`` in ``[1, T/64]`` (see :func:`encoder_steps`).
         Returns:
             ``words_emb (B, nhidden, T/64)`` (zeros past each length) and ``sent_emb (B, nhidden)``,
-            the mean over **all** T/64 steps, padding included (SPEC §5 / §14 #12, kept for parity).
+            the mean over **all** T/64 steps, padding included (docs/original.md#s5 / §14 #12, kept for parity).
         """
         if x.dim() != 3 or x.shape[1] != self.n_filters:
             raise ValueError(f"CNNRNN expects (B, {self.n_filters}, T) spectrograms, got {tuple(x.shape)}")
@@ -150,7 +150,7 @@ def _pair(v):
 
 
 def _init_weights(m: nn.Module) -> None:
-    """Conv and Linear weights ~ N(0, 0.02); BatchNorm weight ~ N(1, 0.02), bias 0 (SPEC §5). LSTM: PyTorch default."""
+    """Conv and Linear weights ~ N(0, 0.02); BatchNorm weight ~ N(1, 0.02), bias 0 (docs/original.md#s5). LSTM: PyTorch default."""
     name = type(m).__name__
     if name.startswith("Conv") or isinstance(m, nn.Linear):
         nn.init.normal_(m.weight, 0.0, 0.02)

@@ -1,4 +1,4 @@
-"""Stage A: speak every caption of the manifests into a 16 kHz mono 16-bit wav (SPEC §2).
+"""Stage A: speak every caption of the manifests into a 16 kHz mono 16-bit wav (docs/original.md#s2).
 
     python Audio_to_Image/text_to_speech.py --dataset birds                    # espeak-ng, offline
     python Audio_to_Image/text_to_speech.py --dataset birds --backend baidu \\
@@ -42,6 +42,7 @@ from Audio_to_Image.tts import (
 from s2i.cli import run_cli
 from s2i.config import option, parse_config, require
 from s2i.data.manifests import DATA_ROOTS, DATASETS, Manifest, ManifestError, load_manifest
+from s2i.runs import remove_stale_temp_files
 
 SPLITS = ("train", "test")
 MAX_LISTED_FAILURES = 50
@@ -49,7 +50,7 @@ MAX_LISTED_FAILURES = 50
 
 @dataclass
 class TTSConfig:
-    # --- the original's flags (SPEC §13) ---
+    # --- the original's flags (docs/original.md#s13) ---
     APP_ID: str | None = option(None, "Baidu AIP app id (--backend baidu)")
     API_KEY: str | None = option(None, "Baidu AIP API key (--backend baidu)")
     SECRET_KEY: str | None = option(None, "Baidu AIP secret key (--backend baidu)")
@@ -177,6 +178,7 @@ def _log(msg: str) -> None:
 def run_split(cfg: TTSConfig, backend, split: str, manifest: Manifest, jobs: list[Job], root: Path) -> dict:
     """Speaks the missing files of one manifest with a thread pool; returns the counts and failures."""
     check_writable(root, "audio files")
+    remove_stale_temp_files(root)  # half-written wavs of a killed run
     journal = None
     if cfg.record:
         check_writable(manifest.path.parent, f"the voice records of {manifest.path.name}",

@@ -1,6 +1,6 @@
-"""One training epoch, one evaluation pass and the checkpoint dict of the speech encoder (SPEC §7, §9).
+"""One training epoch, one evaluation pass and the checkpoint dict of the speech encoder (docs/original.md#s7, §9).
 
-No argparse and no files here beyond the checkpoint writer; the stage script wires these together.
+No argparse and no files here beyond the checkpoint writer; ``training_loop.py`` wires these together.
 """
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import random
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from Audio_to_Image.losses import LossWeights, encoder_loss
 from Audio_to_Image.speech_encoder import CNNRNN, encoder_steps
 from s2i.checkpoints import atomic_link, atomic_save
 from s2i.metrics.retrieval import speech_encoder_metrics
+from s2i.rng import rng_state
 
 CHECKPOINT_FORMAT = "s2i.speech_encoder.v1"
 
@@ -94,56 +94,79 @@ def _format(values: dict[str, float]) -> str:
     )
 
 
+@dataclass
+class TrainSetup:
+    """What every epoch of a run trains with, bundled so :func:`train_one_epoch` reads clearly.
+
+    Args:
+        model: the encoder, or its DistributedDataParallel wrapper.
+        loader: yields batches with ``spec (B, n_mels, T)``, ``n_frames (B,)``, ``image_feat (B, D)``
+            and ``label (B,)``.
+        optimizer: steps ``model``'s parameters.
+        weights: which loss terms are on and their weights.
+        device: where ``model`` lives; the batches go there.
+        num_epochs: the run's epoch count (for the status lines).
+        print_every: iterations between status lines (0 = none).
+        log: where the status lines go.
+        show_progress: show a progress bar.
+        prototypes: ``(K, D)`` class targets of the optional prototype loss (``weights.proto``).
+        should_stop: asked after every batch; when it says yes the epoch ends there.
+    """
+
+    model: torch.nn.Module
+    loader: torch.utils.data.DataLoader
+    optimizer: torch.optim.Optimizer
+    weights: LossWeights
+    device: torch.device
+    num_epochs: int
+    print_every: int
+    log: Callable[[str], None]
+    show_progress: bool
+    prototypes: torch.Tensor | None = None
+    should_stop: Callable[[], bool] | None = None
+
+
 def train_one_epoch(
-    model: torch.nn.Module,
-    loader: torch.utils.data.DataLoader,
-    optimizer: torch.optim.Optimizer,
-    weights: LossWeights,
-    device: torch.device,
-    *,
+    setup: TrainSetup,
     epoch: int,
-    num_epochs: int,
-    print_every: int,
-    log: Callable[[str], None],
-    show_progress: bool,
+    *,
     global_step: int = 0,
     progress: EpochProgress | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    prototypes: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """One pass over ``loader``; returns the epoch's averaged loss terms, accuracy and grad_mean.
+    """One pass over ``setup.loader``; returns the epoch's averaged loss terms, accuracy and grad_mean.
 
-    ``prototypes`` are the class targets of the optional prototype loss (``weights.proto``).
+    ``global_step`` counts the run's iterations before this epoch's next batch (the status lines come
+    every ``setup.print_every`` of them).
 
-    ``progress`` continues an epoch stopped part-way (``loader`` then yields only the batches left) and
-    is updated in place. ``should_stop`` is asked after every batch; when it says yes the pass ends
-    there with ``progress.stopped`` set.
+    ``progress`` continues an epoch stopped part-way (``setup.loader`` then yields only the batches left)
+    and is updated in place. ``setup.should_stop`` is asked after every batch; when it says yes the pass
+    ends there with ``progress.stopped`` set.
     """
-    model.train()
+    setup.model.train()
     progress = progress or EpochProgress(epoch)
     avg = progress.avg
     start = time.time() - progress.seconds
-    n_iter = progress.batches + len(loader)
-    bar = tqdm(loader, desc=f"epoch {epoch:04d}/{num_epochs:04d}", disable=not show_progress, leave=False,
-               mininterval=1.0, dynamic_ncols=True, initial=progress.batches, total=n_iter)
+    n_iter = progress.batches + len(setup.loader)
+    bar = tqdm(setup.loader, desc=f"epoch {epoch:04d}/{setup.num_epochs:04d}", disable=not setup.show_progress,
+               leave=False, mininterval=1.0, dynamic_ncols=True, initial=progress.batches, total=n_iter)
     for batch in bar:
         it = progress.batches
-        a, v, y = _forward(model, batch, device)
+        a, v, y = _forward(setup.model, batch, setup.device)
         a.retain_grad()
-        loss, terms = encoder_loss(a, v, y, weights, prototypes)
+        loss, terms = encoder_loss(a, v, y, setup.weights, setup.prototypes)
         _check_finite(loss, terms, epoch, it)
-        optimizer.zero_grad(set_to_none=True)
+        setup.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+        setup.optimizer.step()
         grad_mean = a.grad.abs().mean().item() if a.grad is not None else 0.0
         values = {"loss": loss.item(), **{k: t.item() for k, t in terms.items()}, "grad_mean": grad_mean}
         avg.add(values, y.shape[0])
         progress.batches += 1
         global_step += 1
-        if print_every and global_step % print_every == 0:
-            log(f"epoch {epoch:04d}/{num_epochs:04d} iter [{it + 1:05d}/{n_iter:05d}] train "
-                f"{_format(values)} grad_mean {grad_mean:.3e}")
-        if should_stop is not None and should_stop():
+        if setup.print_every and global_step % setup.print_every == 0:
+            setup.log(f"epoch {epoch:04d}/{setup.num_epochs:04d} iter [{it + 1:05d}/{n_iter:05d}] train "
+                      f"{_format(values)} grad_mean {grad_mean:.3e}")
+        if setup.should_stop is not None and setup.should_stop():
             progress.stopped = True
             break
     bar.close()
@@ -168,7 +191,7 @@ def evaluate(
     model: torch.nn.Module, loader: torch.utils.data.DataLoader, weights: LossWeights, device: torch.device,
     *, k: int = 50, show_progress: bool = False,
 ) -> dict[str, float]:
-    """Validation loss and the retrieval metrics of SPEC §9 plus class-level R@K and mAP.
+    """Validation loss and the retrieval metrics of docs/original.md#s9 plus class-level R@K and mAP.
 
     One caption and one view per test image, drawn by the dataset's seeded choices, so every
     evaluation of a run sees the same pairs (the original re-drew them each time). The validation loss
@@ -197,22 +220,6 @@ def evaluate(
     return out
 
 
-def rng_state() -> dict[str, Any]:
-    return {
-        "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
-    }
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    if not state:
-        return
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-
-
 def checkpoint_dict(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -226,7 +233,7 @@ def checkpoint_dict(
     best_accu: float,
     mid_epoch: EpochProgress | None = None,
 ) -> dict[str, Any]:
-    """One dict: a superset of the original ``{'meta': {'epoch'}, 'state_dict'}`` (SPEC §7.4).
+    """One dict: a superset of the original ``{'meta': {'epoch'}, 'state_dict'}`` (docs/original.md#s7-4).
 
     ``epoch`` is the last complete epoch. A run stopped part-way through the next one (Ctrl-C) saves
     that epoch's :class:`EpochProgress` as ``mid_epoch``; its weights are then from that point, and
@@ -246,32 +253,9 @@ def checkpoint_dict(
         "scheduler": scheduler.state_dict(),
         "metrics": metrics or {},
         "best_accu": best_accu,
-        "rng": _plain_rng(rng_state()),
+        "rng": rng_state(),
         **extra,
     }
-
-
-def _plain_rng(state: dict[str, Any]) -> dict[str, Any]:
-    """RNG states as tensors and lists only, so ``torch.load(weights_only=True)`` accepts them."""
-    kind, keys, pos, has_gauss, gauss = state["numpy"]
-    version, internal, gauss_py = state["python"]
-    return {
-        "torch": state["torch"],
-        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
-        "python": [int(version), list(internal), gauss_py],
-    }
-
-
-def restore_rng(plain: dict[str, Any] | None) -> None:
-    if not plain:
-        return
-    kind, keys, pos, has_gauss, gauss = plain["numpy"]
-    version, internal, gauss_py = plain["python"]
-    set_rng_state({
-        "torch": plain["torch"],
-        "numpy": (kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss),
-        "python": (version, tuple(internal), gauss_py),
-    })
 
 
 def save_checkpoints(ckpt: dict[str, Any], run_dir: Path, *, eval_epoch: bool, is_best: bool) -> None:

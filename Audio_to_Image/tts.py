@@ -1,4 +1,4 @@
-"""Speech synthesis for stage A (SPEC §2): backends, per-file voice draws, wav checks and atomic writes.
+"""Speech synthesis for stage A (docs/original.md#s2): backends, per-file voice draws, wav checks and atomic writes.
 
 Two backends turn one caption into 16 kHz mono int16 samples plus a record of how it was spoken:
 
@@ -6,7 +6,7 @@ Two backends turn one caption into 16 kHz mono int16 samples plus a record of ho
   and pitch are drawn from a :class:`VoiceSpec` with a generator seeded by (seed, split, item, caption),
   so a file is spoken the same way whatever the worker count and whichever files already exist.
 * :class:`BaiduBackend`: the original's cloud service (``aip.AipSpeech``), with the voice ``per`` the
-  user asks for actually sent (SPEC §14 #18) and bounded exponential back-off instead of endless retries.
+  user asks for actually sent (docs/original.md#bug-18) and bounded exponential back-off instead of endless retries.
 
 :class:`RecordJournal` keeps the per-file records (``"tts"`` lists aligned with each item's audio) and
 writes them into the manifest JSON atomically, so a killed run loses none of them.
@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import soundfile
 import soxr
+
+from s2i.files import atomic_write, write_json_atomic
 
 SAMPLE_RATE = 16000
 SPLIT_IDS = {"train": 0, "test": 1, "text": 2}
@@ -122,22 +124,15 @@ def to_int16(y: np.ndarray) -> np.ndarray:
 
 def write_wav_atomic(path: Path, samples: np.ndarray, sample_rate: int = SAMPLE_RATE,
                      before_replace: Callable[[], None] | None = None) -> None:
-    """Writes 16-bit PCM mono to a temporary file beside ``path``, then renames it over ``path``.
-
-    A killed run leaves either the old file or the new one, never half of one. The temporary name is
-    fixed per target (``.<name>.part``) so a rerun overwrites a leftover instead of piling them up.
+    """Writes 16-bit PCM mono through :func:`s2i.files.atomic_write`: a killed run leaves either the old
+    file or the new one, never half of one (and a temporary file that the next run removes).
     ``before_replace`` runs between the write and the rename (used to journal the file's record first).
+    The wav is not fsynced: a file lost to a power cut is spoken again.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    try:
-        soundfile.write(str(tmp), samples, sample_rate, subtype="PCM_16", format="WAV")
+    with atomic_write(path, durable=False) as fh:
+        soundfile.write(fh, samples, sample_rate, subtype="PCM_16", format="WAV")
         if before_replace is not None:
             before_replace()
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def check_writable(folder: Path, what: str, hint: str = "") -> None:
@@ -456,23 +451,8 @@ class RecordJournal:
                 self._handle = None
             merged = self._merge()
             if self.dirty:
-                write_json_atomic(self.manifest_path, self.raw, self.indent)
+                write_json_atomic(self.manifest_path, self.raw, indent=self.indent)
                 self.dirty = False
             self.path.unlink(missing_ok=True)
             return merged
 
-
-def write_json_atomic(path: Path, obj: Any, indent: int | None = None) -> None:
-    """JSON to ``.<name>.tmp`` beside ``path`` (same permissions), fsync, then rename over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, ensure_ascii=False, indent=indent)
-            f.flush()
-            os.fsync(f.fileno())
-        if path.exists():
-            shutil.copymode(path, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

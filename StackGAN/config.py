@@ -1,4 +1,4 @@
-"""Settings of the generator stage (StackGAN-v2, SPEC §11.1 and §13).
+"""Settings of the generator stage (StackGAN-v2, docs/original.md#s11-1 and §13).
 
 The original read a global EasyDict (``miscc/config.py``), merged a YAML file over it and let a few
 ``main.py`` flags patch it. Here the same keys, with the same upper-case names, nesting and defaults,
@@ -6,7 +6,7 @@ form one typed dataclass, so the authors' YAML files parse unchanged; the ``main
 are lower-case fields of the same dataclass. The order is: defaults ← ``--cfg FILE`` (also spelled
 ``--config``) ← explicit flags (``--TRAIN.BATCH_SIZE 16`` reaches a YAML key too) ← the original's
 override flags ``--data_dir``, ``--eval_net_g`` and ``--branch_num``, which now act only when given
-(SPEC §14 #26). Unknown keys and wrong types are errors that name the key and the file.
+(docs/original.md#bug-26). Unknown keys and wrong types are errors that name the key and the file.
 
     cfg, ns = load_gan_config(["--cfg", "StackGAN/cfg/birds_3stages.yml", "--audio_switch", "googlenet_caffe"])
     paths = resolve_paths(cfg)   # manifest, embedding pickle, run folder
@@ -26,7 +26,7 @@ from s2i.data.manifests import DATASETS
 
 OUTPUT_ROOT = Path("./output/StackGAN")
 
-# main.py picked the dataset class by a substring of DATA_DIR, in this order (SPEC §11.2); 'lsun'
+# main.py picked the dataset class by a substring of DATA_DIR, in this order (docs/original.md#s11-2); 'lsun'
 # and 'imagenet' (upstream's unconditional datasets) have no speech embeddings and are not supported.
 DATA_DIR_MARKERS = (("Places", "places"), ("flowers", "flowers"), ("birds", "birds"), ("shapes", "shapes"))
 
@@ -85,7 +85,7 @@ class TextConfig:
 
 @dataclass
 class GanConfig:
-    # --- the original's cfg keys (SPEC §11.1), same names, nesting and defaults ---
+    # --- the original's cfg keys (docs/original.md#s11-1), same names, nesting and defaults ---
     CONFIG_NAME: str = option("", "name of the preset, part of the default run-folder name")
     DATASET_NAME: str = option("birds", "informational; the dataset is chosen by --dataset or DATA_DIR")
     EMBEDDING_TYPE: str = option("cnn-rnn", "informational")
@@ -102,7 +102,7 @@ class GanConfig:
     TRAIN: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     GAN: GanBlockConfig = dataclasses.field(default_factory=GanBlockConfig)
     TEXT: TextConfig = dataclasses.field(default_factory=TextConfig)
-    # --- main.py's flags (SPEC §13) ---
+    # --- main.py's flags (docs/original.md#s13) ---
     local_rank: int = option(0, "process index on this node; torchrun's LOCAL_RANK takes precedence",
                              flags=("--local-rank",))
     data_dir: str = option("", "overrides DATA_DIR when given (README: ./data/birds)")
@@ -180,7 +180,7 @@ class GanConfig:
 
 
 def dataset_from_data_dir(data_dir: str) -> str | None:
-    """The dataset ``main.py`` chose for a DATA_DIR (by substring, SPEC §11.2), or None.
+    """The dataset ``main.py`` chose for a DATA_DIR (by substring, docs/original.md#s11-2), or None.
 
     The original's case-sensitive test comes first; a case-insensitive one (``./data/places``) second.
     """
@@ -245,8 +245,9 @@ def load_gan_config(argv: list[str] | None = None, description: str = "StackGAN-
     return cfg, ns
 
 
-def resolve_device(cfg: GanConfig) -> str:
-    """``cpu`` or ``cuda``: ``--device`` when explicit, else cuda when available and ``CUDA`` is True."""
+def device_name(cfg: GanConfig) -> str:
+    """The name to hand :func:`s2i.distributed.resolve_device`: ``--device`` when explicit, else ``cuda``
+    when available and ``CUDA`` is True, else ``cpu`` (the YAML's ``CUDA: False`` keeps ``auto`` on the CPU)."""
     if cfg.device != "auto":
         return cfg.device
     import torch
@@ -256,7 +257,7 @@ def resolve_device(cfg: GanConfig) -> str:
 
 @dataclass(frozen=True)
 class GanPaths:
-    """Where the generator stage reads and writes (SPEC §1.1, §11.2, §11.6)."""
+    """Where the generator stage reads and writes (docs/original.md#s1-1, §11.2, §11.6)."""
 
     data_root: Path
     split: str  # 'train' when TRAIN.FLAG, else 'test'

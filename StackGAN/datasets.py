@@ -1,4 +1,4 @@
-"""Images and speech embeddings for the generator stage (SPEC §1.4, §11.2), without torchvision.
+"""Images and speech embeddings for the generator stage (docs/original.md#s1-4, §11.2), without torchvision.
 
 One class serves every dataset: the manifest (birds, flowers, shapes: ten captions per image; places:
 one) gives the images and classes, and the embedding pickle written by stage D gives one row per image
@@ -7,7 +7,7 @@ and one column per caption, ``(N, C, D)`` (a ``(N, D)`` array is read as ``C = 1
 Training samples follow the fork's ``BirdsDataset``: an optional square crop around the CUB bounding
 box, ``Resize(int(imsize·76/64))`` of the shorter side, a random ``imsize`` crop, a random horizontal
 flip, then one image per branch (``BASE_SIZE·2^i``), scaled to [−1, 1]. Evaluation samples take the
-centre crop and no flip (the original also cropped and flipped at random there, SPEC §14 #27) and no
+centre crop and no flip (the original also cropped and flipped at random there, docs/original.md#bug-27) and no
 bounding-box crop (as the fork; upstream cropped).
 
 Every random choice comes from ``np.random.default_rng([seed, epoch, index])``, so a sample does not
@@ -31,7 +31,7 @@ from s2i.data.manifests import Manifest, ManifestError, load_manifest
 from s2i.data.safe_pickle import PickleFormatError, load_pickle
 from StackGAN.config import GanConfig, GanPaths, resolve_paths
 
-LOAD_RATIO = 76 / 64  # images are resized to imsize·76/64 before the imsize crop (SPEC §11.2)
+LOAD_RATIO = 76 / 64  # images are resized to imsize·76/64 before the imsize crop (docs/original.md#s11-2)
 WRONG_IMAGE_TRIES = 64  # rejection draws before drawing from the other classes directly
 
 Box = tuple[int, int, int, int]
@@ -43,7 +43,7 @@ Box = tuple[int, int, int, int]
 
 
 def bbox_square(bbox: Box, width: int, height: int) -> Box:
-    """The square around a CUB box that the original cropped to (SPEC §1.4).
+    """The square around a CUB box that the original cropped to (docs/original.md#s1-4).
 
     Args:
         bbox: ``(x, y, w, h)`` in pixels, already truncated to ints.

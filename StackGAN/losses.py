@@ -1,10 +1,10 @@
-"""StackGAN-v2 losses of the speech-to-image fork (SPEC §11.5), as pure functions.
+"""StackGAN-v2 losses of the speech-to-image fork (docs/original.md#s11-5), as pure functions.
 
 Notation: ``D`` a :class:`StackGAN.model.D_NET` returning ``([cond, uncond], x_code_flat)``; ``u`` the
 weight of the unconditional terms (TRAIN.COEFF.UNCOND_LOSS, 1.0 in the birds config); ``μ, logσ²`` the
 generator's CA outputs ``(B, ef)``. BCE is taken on the sigmoid outputs, as the original does; with
 ``logits=True`` the discriminator skips its sigmoid and BCE-with-logits is used instead, which is the
-numerically safe form under mixed precision (SPEC §15) and equal up to rounding.
+numerically safe form under mixed precision (docs/original.md#s15) and equal up to rounding.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def discriminator_loss(
     labels: torch.Tensor | None = None,
     wrong_labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Loss of one discriminator D_i on its resolution (SPEC §11.5).
+    """Loss of one discriminator D_i on its resolution (docs/original.md#s11-5).
 
     ``L_D = BCE(D^c(real, c), 1) + BCE(D^c(wrong, c), 0) + BCE(D^c(fake.detach(), c), 0)
     + u·[BCE(D^u(real), 1) + BCE(D^u(wrong), 1) + BCE(D^u(fake.detach()), 0)]`` with ``c = μ.detach()``:
@@ -103,7 +103,7 @@ def generator_adv_loss(
     logits: bool = False,
     return_code: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """Adversarial loss of the generator on one branch (SPEC §11.5).
+    """Adversarial loss of the generator on one branch (docs/original.md#s11-5).
 
     ``BCE(D^c(fake, μ), 1) + u·BCE(D^u(fake), 1)``. μ is *not* detached, so gradients reach the CA net
     through the discriminator's conditioning as well as through the image.
@@ -128,7 +128,7 @@ def generator_adv_loss(
 
 
 def kl_loss(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(μ, σ²) ‖ N(0, I)) of the CA net, ``−½·mean(1 + logσ² − μ² − exp(logσ²))`` (SPEC §11.5).
+    """KL(N(μ, σ²) ‖ N(0, I)) of the CA net, ``−½·mean(1 + logσ² − μ² − exp(logσ²))`` (docs/original.md#s11-5).
 
     The mean runs over all ``B × ef`` elements, as the original's ``KL_loss`` (not a sum over ef).
     """
@@ -136,12 +136,12 @@ def kl_loss(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
 
 def class_aware_loss(x_code: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The fork's class-aware loss ("CAL", SPEC §11.5): same-class fakes should look alike to D.
+    """The fork's class-aware loss ("CAL", docs/original.md#s11-5): same-class fakes should look alike to D.
 
     With ``X = x_code (B, N)`` (D's unconditioned codes of the fake images), ``G = X Xᵀ`` and
     P the same-class pairs ``(i, j), i ≠ j``: ``max(0, mean(G) − mean(G[P])) / N``, and 0 when P is
     empty. ``mean(G)`` includes the diagonal, as in the original. A bool mask replaces the original's
-    uint8 mask and CPU list comprehension (SPEC §14 #22); there is no host synchronisation.
+    uint8 mask and CPU list comprehension (docs/original.md#bug-22); there is no host synchronisation.
 
     Args:
         x_code: ``(B, N)``.
@@ -164,7 +164,7 @@ def class_aware_loss(x_code: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
 def faithful_cal_weight(cal_loss_coeff: float) -> float:
     """The weight the original actually gives the class-aware loss for a TRAIN.COEFF.CAL_LOSS value.
 
-    The original only tests ``CAL_LOSS > 0`` and never multiplies by it (SPEC §14 #22): the birds
+    The original only tests ``CAL_LOSS > 0`` and never multiplies by it (docs/original.md#bug-22): the birds
     config's 50.0 means weight 1.0.
     """
     return 1.0 if cal_loss_coeff > 0 else 0.0
@@ -182,7 +182,7 @@ def compute_mean_covariance(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 
 
 def colour_consistency_loss(img_small: torch.Tensor, img_large: torch.Tensor) -> torch.Tensor:
-    """Upstream StackGAN-v2's colour-consistency loss between consecutive scales (SPEC §11.5).
+    """Upstream StackGAN-v2's colour-consistency loss between consecutive scales (docs/original.md#s11-5).
 
     ``MSE(μ_large, μ_small) + 5·MSE(Σ_large, Σ_small)``, where μ and Σ are the per-image channel mean and
     covariance of the pixels (:func:`compute_mean_covariance`) and MSE averages over all elements. As
@@ -245,7 +245,7 @@ def generator_loss(
     teacher_target: torch.Tensor | None = None,
     teacher_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict]:
-    """The generator's total loss (SPEC §11.5).
+    """The generator's total loss (docs/original.md#s11-5).
 
     ``L_G = Σ_i [adv_i + cal_weight·CAL_i] + kl_weight·KL + colour_weight·Σ_i colour(fake_i, fake_{i+1})``
     with ``adv_i`` from :func:`generator_adv_loss` and ``CAL_i`` from :func:`class_aware_loss` on the same

@@ -1,4 +1,4 @@
-"""StackGAN-v2 generator and discriminators as used by the speech-to-image fork (SPEC §11.3–§11.4).
+"""StackGAN-v2 generator and discriminators as used by the speech-to-image fork (docs/original.md#s11-3 to #s11-4).
 
 Layer tables, module names and therefore ``state_dict`` keys follow the original StackGAN-v2 code, so
 the authors' ``netG_<iter>.pth`` / ``netD<i>.pth`` files (DataParallel state dicts, keys prefixed with
@@ -8,9 +8,9 @@ or a number:
 
 * constructor arguments instead of the global ``cfg`` (each model keeps them in ``self.args``);
 * one :class:`D_NET` parametrised by resolution instead of D_NET64/128/256;
-* ``torch.randn_like`` for the conditioning-augmentation noise (SPEC §14 #28), so CPU and CUDA work;
+* ``torch.randn_like`` for the conditioning-augmentation noise (docs/original.md#bug-28), so CPU and CUDA work;
 * an option to take ``c = μ`` (no sampling) and an option to read the discriminators' pre-sigmoid
-  logits, for BCE-with-logits under mixed precision (SPEC §15).
+  logits, for BCE-with-logits under mixed precision (docs/original.md#s15).
 
 Upsampling is nearest-neighbour, where ``align_corners`` does not apply (PyTorch rejects it).
 """
@@ -56,7 +56,7 @@ def block3x3_glu(in_planes: int, out_planes: int) -> nn.Sequential:
 
 
 def block3x3_leaky_relu(in_planes: int, out_planes: int) -> nn.Sequential:
-    """conv3x3 → BN → LeakyReLU(0.2) (the original's ``Block3x3_leakRelu``; not in-place, SPEC §11.8)."""
+    """conv3x3 → BN → LeakyReLU(0.2) (the original's ``Block3x3_leakRelu``; not in-place, docs/original.md#s11-8)."""
     return nn.Sequential(conv3x3(in_planes, out_planes), nn.BatchNorm2d(out_planes), nn.LeakyReLU(0.2))
 
 
@@ -68,7 +68,7 @@ def down_block(in_planes: int, out_planes: int) -> nn.Sequential:
 
 
 def encode_image_by_16times(ndf: int) -> nn.Sequential:
-    """``(B, 3, R, R) → (B, 8·ndf, R/16, R/16)``: four stride-2 convs, BN on all but the first (SPEC §11.4)."""
+    """``(B, 3, R, R) → (B, 8·ndf, R/16, R/16)``: four stride-2 convs, BN on all but the first (docs/original.md#s11-4)."""
     return nn.Sequential(
         nn.Conv2d(3, ndf, 4, 2, 1, bias=False),
         nn.LeakyReLU(0.2),
@@ -85,7 +85,7 @@ def encode_image_by_16times(ndf: int) -> nn.Sequential:
 
 
 def weights_init(m: nn.Module) -> None:
-    """The original's initialisation, for ``model.apply(weights_init)`` (SPEC §11.4).
+    """The original's initialisation, for ``model.apply(weights_init)`` (docs/original.md#s11-4).
 
     Conv and Linear weights orthogonal with gain 1; Linear biases 0; BatchNorm weights ~ N(1, 0.02),
     biases 0. Conv biases (only the logit heads of the discriminators have one) keep PyTorch's default.
@@ -132,7 +132,7 @@ class ResBlock(nn.Module):
 
 
 class CANet(nn.Module):
-    """Conditioning augmentation (the original's ``CA_NET``, SPEC §11.3).
+    """Conditioning augmentation (the original's ``CA_NET``, docs/original.md#s11-3).
 
     ``GLU(Linear(t_dim → 4·ef))`` gives ``2·ef`` values: ``μ = x[:, :ef]``, ``logσ² = x[:, ef:]``, and
     ``c = μ + ε·exp(½ logσ²)`` with ε ~ N(0, I).
@@ -157,7 +157,7 @@ class CANet(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``emb (B, t_dim) → (c, μ, logσ²)``, each ``(B, ef)``.
 
-        The original samples in eval mode too (SPEC §11.7); ``sample=False`` returns ``c = μ``.
+        The original samples in eval mode too (docs/original.md#s11-7); ``sample=False`` returns ``c = μ``.
         """
         mu, logvar = self.encode(emb)
         if not sample:
@@ -232,7 +232,7 @@ class GetImageG(nn.Module):
 
 
 class G_NET(nn.Module):  # the original's name, which users know from its checkpoints
-    """The StackGAN-v2 tree generator (SPEC §11.3): 64, 128 and 256 px images from one noise + embedding.
+    """The StackGAN-v2 tree generator (docs/original.md#s11-3): 64, 128 and 256 px images from one noise + embedding.
 
     Modules (and state_dict keys) ``ca_net``, ``h_net1``, ``img_net1``, ``h_net2``, ``img_net2``,
     ``h_net3``, ``img_net3``, as in the original. With the paper's settings it has 21,239,696 parameters.
@@ -358,7 +358,7 @@ class G_NET(nn.Module):  # the original's name, which users know from its checkp
 
 
 class D_NET(nn.Module):  # named after the original's D_NET64/128/256
-    """One discriminator for 64, 128 or 256 px (the original's D_NET64 / D_NET128 / D_NET256, SPEC §11.4).
+    """One discriminator for 64, 128 or 256 px (the original's D_NET64 / D_NET128 / D_NET256, docs/original.md#s11-4).
 
     The image is encoded to ``x (B, 8·ndf, 4, 4)``: ``img_code_s16`` (÷16), then for 128 px
     ``img_code_s32`` (down to 16·ndf) and ``img_code_s32_1`` (back to 8·ndf), and for 256 px
@@ -459,7 +459,7 @@ class D_NET(nn.Module):  # named after the original's D_NET64/128/256
         Returns:
             ``([cond (B,), uncond (B,)], x_code_flat (B, 8·ndf·16))``; only ``[cond]`` when
             ``b_condition=False``. ``x_code_flat`` is the unconditioned image code the fork returns for the
-            class-aware loss (SPEC §11.4).
+            class-aware loss (docs/original.md#s11-4).
         """
         r = self.resolution
         _check_input(f"D_NET({r}) images", x, (None, 3, r, r))
@@ -496,7 +496,7 @@ def make_discriminators(
 
 
 # --------------------------------------------------------------------------------------------------
-# Adapters for the original key layout (SPEC §15: raw state dicts with ``module.`` prefixes)
+# Adapters for the original key layout (docs/original.md#s15: raw state dicts with ``module.`` prefixes)
 # --------------------------------------------------------------------------------------------------
 
 

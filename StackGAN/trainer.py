@@ -1,6 +1,6 @@
-"""One StackGAN-v2 training step, the generator's moving average, and the snapshot dict (SPEC §11.5–§11.6).
+"""One StackGAN-v2 training step, the generator's moving average, and the snapshot dict (docs/original.md#s11-5 to #s11-6).
 
-No argparse and no files beyond what the caller asks to save; ``StackGAN/main.py`` wires these up.
+No argparse and no files beyond what the caller asks to save; ``StackGAN/training_loop.py`` wires these up.
 Distributed training averages gradients by hand after each backward pass (rather than wrapping every
 network in DDP): D is called three times per loss and G's loss backpropagates through every D, which
 plain all-reduces handle without special cases.
@@ -8,15 +8,14 @@ plain all-reduces handle without special cases.
 
 from __future__ import annotations
 
-import random
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from s2i.rng import rng_state, set_rng_state
 from StackGAN.losses import discriminator_loss, generator_loss
 from StackGAN.model import D_NET, G_NET
 
@@ -25,7 +24,7 @@ SNAPSHOT_FORMAT = "s2i.stackgan.v1"
 
 @dataclass(frozen=True)
 class LossSettings:
-    """The loss weights of SPEC §11.5, resolved from the config (``cal`` already 1.0/0.0 in faithful mode)."""
+    """The loss weights of docs/original.md#s11-5, resolved from the config (``cal`` already 1.0/0.0 in faithful mode)."""
 
     uncond: float = 1.0
     kl: float = 2.0
@@ -48,7 +47,7 @@ class GanState:
 
     @classmethod
     def create(cls, G: G_NET, netsD: nn.ModuleList, lr_g: float, lr_d: float) -> GanState:
-        """Adam(lr, betas (0.5, 0.999)) for G and each D, no decay (SPEC §11.6)."""
+        """Adam(lr, betas (0.5, 0.999)) for G and each D, no decay (docs/original.md#s11-6)."""
         optG = torch.optim.Adam(G.parameters(), lr=lr_g, betas=(0.5, 0.999))
         optsD = [torch.optim.Adam(D.parameters(), lr=lr_d, betas=(0.5, 0.999)) for D in netsD]
         ema = [p.detach().clone() for p in G.parameters()]
@@ -80,7 +79,7 @@ def _average_gradients(module: nn.Module) -> None:
 
 @torch.no_grad()
 def update_ema(ema: list[torch.Tensor], G: nn.Module, decay: float) -> None:
-    """``θ̄ ← decay·θ̄ + (1 − decay)·θ`` over G's parameters (not its BN buffers), SPEC §11.6."""
+    """``θ̄ ← decay·θ̄ + (1 − decay)·θ`` over G's parameters (not its BN buffers), docs/original.md#s11-6."""
     for avg, p in zip(ema, G.parameters()):
         avg.lerp_(p.detach(), 1.0 - decay)
 
@@ -88,7 +87,7 @@ def update_ema(ema: list[torch.Tensor], G: nn.Module, decay: float) -> None:
 @contextmanager
 def averaged_weights(G: nn.Module, ema: list[torch.Tensor], restore: bool = True):
     """G holds the averaged weights inside the block. ``restore=False`` reproduces the original's bug
-    (SPEC §14 #23): after a snapshot the live G keeps the averaged weights."""
+    (docs/original.md#bug-23): after a snapshot the live G keeps the averaged weights."""
     backup = [p.detach().clone() for p in G.parameters()]
     with torch.no_grad():
         for p, avg in zip(G.parameters(), ema):
@@ -108,7 +107,7 @@ def _to(batch_images, device) -> list[torch.Tensor]:
 
 def train_step(state: GanState, batch: dict, losses: LossSettings, device: torch.device, *,
                z_dim: int, ema_decay: float, teacher: nn.Module | None = None) -> dict[str, float]:
-    """D_0…D_k updates, then the G update, then the moving average (SPEC §11.6). Returns the logged values.
+    """D_0…D_k updates, then the G update, then the moving average (docs/original.md#s11-6). Returns the logged values.
 
     With ``losses.teacher > 0``, ``teacher`` is the frozen feature network of the teacher loss and
     ``batch["teacher_target"]`` holds its features of each caption's real image ``(B, Σ teacher.dims)``.
@@ -180,26 +179,6 @@ def generate(G: G_NET, noise: torch.Tensor, emb: torch.Tensor, *, use_mu: bool =
     return imgs
 
 
-def _plain_rng() -> dict:
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    version, internal, gauss_py = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
-        "python": [int(version), list(internal), gauss_py],
-    }
-
-
-def _restore_rng(plain: dict | None) -> None:
-    if not plain:
-        return
-    torch.set_rng_state(plain["torch"])
-    kind, keys, pos, has_gauss, gauss = plain["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    version, internal, gauss_py = plain["python"]
-    random.setstate((version, tuple(internal), gauss_py))
-
-
 def _cpu(sd: dict) -> dict:
     return {k: v.detach().cpu() for k, v in sd.items()}
 
@@ -222,7 +201,7 @@ def snapshot_dict(state: GanState, *, epoch: int, config: dict, extra: dict | No
         "optG": state.optG.state_dict(),
         "optD": [o.state_dict() for o in state.optsD],
         "config": config,
-        "rng": _plain_rng(),
+        "rng": rng_state(),
         **(extra or {}),
     }
 
@@ -243,7 +222,7 @@ def restore_snapshot(state: GanState, snap: dict, *, restore_rng: bool = True) -
     state.ema = [ema[name].to(device).clone() for name, _ in state.G.named_parameters()]
     state.step = int(snap["step"])
     if restore_rng:
-        _restore_rng(snap.get("rng"))
+        set_rng_state(snap.get("rng"))
     return int(snap.get("epoch", 0))
 
 

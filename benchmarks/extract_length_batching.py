@@ -20,11 +20,11 @@ import soundfile as sf
 import torch
 
 from Audio_to_Image.audio import FrontEndConfig
-from Audio_to_Image.extract_audio_feature import embed_clips
+from Audio_to_Image.embedding import embed_clips
 from Audio_to_Image.feature_cache import FeatureCache
 from Audio_to_Image.speech_encoder import CNNRNN
-from s2i.distributed import resolve_device
 from s2i.data.synthetic import _class_word, speak_word
+from s2i.distributed import resolve_device
 
 
 def _encoder(frontend: FrontEndConfig) -> CNNRNN:

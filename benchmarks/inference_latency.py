@@ -4,13 +4,13 @@ generator and PNG writing, for the paper's model and the shapes model, side by s
     python benchmarks/inference_latency.py                     # a 3 s, 16 kHz mono spoken-like clip
     python benchmarks/inference_latency.py --seconds 6 --rate 44100 --channels 2
 
-* paper: the bidirectional CNNRNN (1024-d, 2048-frame input, SPEC §5) and the 3-branch StackGAN-v2 G
-  (GF_DIM 64, 256 px, SPEC §11.3);
+* paper: the bidirectional CNNRNN (1024-d, 2048-frame input, docs/original.md#s5) and the 3-branch StackGAN-v2 G
+  (GF_DIM 64, 256 px, docs/original.md#s11-3);
 * shapes: Audio_to_Image/cfg/shapes.yml's encoder (1360-d, 512-frame input) and StackGAN/cfg/shapes_cpu.yml's
   G (2 branches, GF_DIM 32, 128 px).
 
 Both models are randomly initialised (the timings do not depend on the weights), saved in our checkpoint
-formats and loaded back through ``s2i.inference.load_speech_to_image`` like the script does. Each repeat
+formats and loaded back through ``speech_to_image.load_speech_to_image`` like the script does. Each repeat
 runs every variant once, alternating, after one warm-up run each; the table gives medians.
 """
 
@@ -32,7 +32,7 @@ from PIL import Image
 from Audio_to_Image.audio import FrontEndConfig
 from Audio_to_Image.speech_encoder import CNNRNN
 from s2i.grids import save_png, to_uint8
-from s2i.inference import SpeechToImage, load_speech_to_image
+from speech_to_image import SpeechToImage, load_speech_to_image
 from StackGAN.model import G_NET
 from StackGAN.trainer import SNAPSHOT_FORMAT
 

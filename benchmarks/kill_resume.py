@@ -323,8 +323,8 @@ class Features(DataStage):
         return [root / s / "image_features_efficientnet_lite0.pickle" for s in ("train", "test")]
 
     def inspect(self) -> tuple[str, int, int]:
-        from s2i.features.image_features import partial_dir, sidecar_path
         from s2i.data.safe_pickle import load_pickle
+        from s2i.features.image_features import partial_dir, sidecar_path
 
         found = loaded = done = total = 0
         for pk in self.pickles(self.run_dir):

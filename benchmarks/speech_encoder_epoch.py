@@ -26,7 +26,7 @@ from Audio_to_Image.datasets import SpeechImageDataset, load_teacher_features
 from Audio_to_Image.feature_cache import FeatureCache
 from Audio_to_Image.losses import LossWeights
 from Audio_to_Image.speech_encoder import CNNRNN
-from Audio_to_Image.trainer import train_one_epoch
+from Audio_to_Image.trainer import TrainSetup, train_one_epoch
 from s2i.data.manifests import load_manifest
 from s2i.data.synthetic import SyntheticSpec, make_dataset
 
@@ -49,8 +49,8 @@ def _time_epoch(ds, args) -> float:
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-5)
     weights = LossWeights(True, 1.0, 0.1, True, 5.0, True, 1000.0, 2.0)
     t0 = time.perf_counter()
-    train_one_epoch(model, _loader(ds, args), opt, weights, torch.device("cpu"), epoch=0, num_epochs=1,
-                    print_every=0, log=print, show_progress=False)
+    train_one_epoch(TrainSetup(model, _loader(ds, args), opt, weights, torch.device("cpu"), num_epochs=1,
+                               print_every=0, log=print, show_progress=False), epoch=0)
     return time.perf_counter() - t0
 
 

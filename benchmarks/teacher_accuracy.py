@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from s2i.features.image_features import iter_features, sidecar_path
 from s2i.data.manifests import DATA_ROOTS, load_manifest
 from s2i.data.safe_pickle import load_feature_list
+from s2i.features.image_features import iter_features, sidecar_path
 from s2i.features.teachers import LITE0_DEFAULT_LAYERS, EfficientNetLite0, parse_lite0_layers
 
 

@@ -1,7 +1,7 @@
 """Checkpoint files: atomic writes, safe loads, and the adapter for the authors' released formats.
 
 Our checkpoints are one dict (nanoGPT style) that is also a superset of the original speech-encoder
-format ``{'meta': {'epoch': N}, 'state_dict': ...}`` (SPEC §7.4), so the authors' tools read ours and
+format ``{'meta': {'epoch': N}, 'state_dict': ...}`` (docs/original.md#s7-4), so the authors' tools read ours and
 our loaders read theirs.
 """
 
@@ -56,7 +56,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def strip_prefix(state_dict: dict[str, torch.Tensor], prefix: str = "module.") -> dict[str, torch.Tensor]:
-    """Drops the ``module.`` prefix that DataParallel/DDP state dicts carry (SPEC §15)."""
+    """Drops the ``module.`` prefix that DataParallel/DDP state dicts carry (docs/original.md#s15)."""
     if state_dict and all(k.startswith(prefix) for k in state_dict):
         return {k[len(prefix):]: v for k, v in state_dict.items()}
     return dict(state_dict)

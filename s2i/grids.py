@@ -14,7 +14,7 @@ from s2i.files import atomic_write
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """``(B, 3, H, W)`` in [-1, 1] → ``(B, H, W, 3)`` uint8, ``(x + 1) / 2 · 255`` rounded and clamped
-    (the original's conversion of generated images, SPEC §11.7)."""
+    (the original's conversion of generated images, docs/original.md#s11-7)."""
     x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return x.permute(0, 2, 3, 1).numpy()
 

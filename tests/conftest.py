@@ -65,7 +65,7 @@ def gan_args(data: Path, out: Path, *extra: str) -> list[str]:
 def constant_attribute_classifier():
     """Makes a shapes attribute classifier that answers (colour, shape) for every image: zero head weights,
     one large bias."""
-    from s2i.metrics.attributes import AttributeClassifier
+    from s2i.evaluation.attribute_classifier import AttributeClassifier
 
     def make(colour: str, shape: str) -> AttributeClassifier:
         clf = AttributeClassifier(width=4)

@@ -1,4 +1,4 @@
-"""Tests for the log-mel front-end (Audio_to_Image/audio.py, SPEC §4 and the §15 parity checklist)."""
+"""Tests for the log-mel front-end (Audio_to_Image/audio.py, docs/original.md#s4 and the §15 parity checklist)."""
 
 from __future__ import annotations
 

@@ -167,7 +167,7 @@ def test_strip_prefix():
 @pytest.mark.parametrize(
     "wrap",
     [
-        lambda sd: {"meta": {"epoch": 3}, "state_dict": sd},  # the authors' epoch_N.pth (SPEC §7.4)
+        lambda sd: {"meta": {"epoch": 3}, "state_dict": sd},  # the authors' epoch_N.pth (docs/original.md#s7-4)
         lambda sd: {"model": sd, "optimizer": {}, "iter_num": 5},  # ours
         lambda sd: sd,  # a raw state dict
         lambda sd: {"state_dict": {f"module.{k}": v for k, v in sd.items()}},  # saved from DDP

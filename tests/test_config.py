@@ -14,7 +14,7 @@ from s2i.config import ConfigError, _apply, dump_yaml, from_dict, load_yaml, opt
 
 REPO = Path(__file__).resolve().parents[1]
 
-# The README's training command (SPEC §8, §13), as run_audio_encoder.sh hands it to the script, with
+# The README's training command (docs/original.md#s8, §13), as run_audio_encoder.sh hands it to the script, with
 # the --local_rank=0 that torch.distributed.launch appends.
 README_ARGS = (
     "--batch_size 64 --epoch 1000 --learning_rate 1e-3 --print_every 50 --eval_every 10 --loss_diff 1 "
@@ -72,7 +72,7 @@ def test_readme_command_parses_as_written():
     for key, value in expected.items():
         got = getattr(cfg, key)
         assert got == value and type(got) is type(value), (key, got)
-    # Flags the README leaves out keep the original's defaults (SPEC §13).
+    # Flags the README leaves out keep the original's defaults (docs/original.md#s13).
     assert cfg.distill_T == 2.0
     assert cfg.resume is None
     assert cfg.data_path == "./data/birds/CUB_200_2011_audio/audio/0"

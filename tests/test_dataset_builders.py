@@ -12,8 +12,8 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from s2i.data import dataset_builders as db
 from s2i.config import ConfigError
+from s2i.data import dataset_builders as db
 from s2i.data.manifests import ManifestError, load_manifest
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from s2i.distributed import (
-    DistInfo,
     DeviceError,
+    DistInfo,
     barrier,
     cleanup,
     gather_fingerprints,

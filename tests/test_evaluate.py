@@ -12,10 +12,11 @@ import soundfile
 
 import evaluate
 import prepare_shapes_dataset
-from s2i.evaluation.scoring import EvaluationError, pick_samples, voice_groups
 from s2i.data.manifests import load_manifest
-from s2i.metrics.attributes import TrainSettings, save_classifier
 from s2i.data.safe_pickle import save_pickle
+from s2i.evaluation.attribute_classifier import TrainSettings, save_classifier
+from s2i.evaluation.scoring import pick_samples, voice_groups
+from s2i.metrics.context import EvaluationError
 
 TRAIN_VOICES = ["en-us", "en-gb"]
 HELD_OUT = "en+klatt"
@@ -132,7 +133,7 @@ def test_voice_groups_and_sample_choice():
     assert names == {"seen": ["a", "b"], "held_out": ["x"]}
     assert groups["seen voices"].tolist() == [True, False, True, False]
     assert groups["held-out voices"].tolist() == [False, True, False, False]
-    from s2i.evaluation.scoring import GeneratedImage
+    from s2i.metrics.context import GeneratedImage
 
     gen = [GeneratedImage(Path(f"{i}_{c}.png"), i, c, 0) for i in range(6) for c in range(2)]
     held = np.array([c == 1 for i in range(6) for c in range(2)])

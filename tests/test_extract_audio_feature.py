@@ -13,6 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from Audio_to_Image import embedding
 from Audio_to_Image import extract_audio_feature as extract
 from Audio_to_Image.audio import FrontEndConfig, compute_logmel
 from Audio_to_Image.speech_encoder import CNNRNN, encoder_steps, load_speech_encoder
@@ -125,8 +126,8 @@ def check_against_alone(root, split, ckpt, frontend, switch="0"):
 
 def test_frames_needed_is_the_receptive_field_of_the_papers_encoder():
     model = _model()
-    assert [extract.frames_needed(model, n) for n in (1, 2, 5, 32)] == [64 * n + 131 for n in (1, 2, 5, 32)]
-    table = extract.frames_needed_table(model, 2048)
+    assert [embedding.frames_needed(model, n) for n in (1, 2, 5, 32)] == [64 * n + 131 for n in (1, 2, 5, 32)]
+    table = embedding.frames_needed_table(model, 2048)
     assert len(table) == 33 and table[1] == 195 and table[29] == 1987 and table[30] == table[32] == 2048
 
 
@@ -140,7 +141,7 @@ def test_frames_past_the_receptive_field_never_reach_the_valid_steps():
     steps = encoder_steps(torch.tensor([n_frames]), 32)
     x = torch.zeros(1, 40, 2048)
     x[:, :, :n_frames] = -80 * torch.rand(1, 40, n_frames, generator=g)
-    need = extract.frames_needed(model, int(steps))
+    need = embedding.frames_needed(model, int(steps))
     base = model(x, steps)[0][..., : int(steps)]
 
     scrambled = x.clone()
@@ -166,8 +167,8 @@ def test_cut_batches_equal_each_clip_alone_at_full_length():
     for group in ([0, 1, 2], [3, 4], [2, 0], [0, 5, 3]):
         idx = torch.tensor(group)
         steps = encoder_steps(n_frames[idx], 32)
-        t = min(2048, extract.frames_needed(model, int(steps.max())))
-        got = extract.embed_batch(model, x[idx, :, :t], n_frames[idx], full_steps=32)
+        t = min(2048, embedding.frames_needed(model, int(steps.max())))
+        got = embedding.embed_batch(model, x[idx, :, :t], n_frames[idx], full_steps=32)
         torch.testing.assert_close(got, ref[idx], rtol=0, atol=1e-5)
 
 
@@ -179,7 +180,7 @@ def test_cutting_at_the_longest_clip_without_the_margin_is_not_exact():
     x = torch.zeros(1, 40, 2048)
     x[:, :, :300] = -80 * torch.rand(1, 40, 300, generator=torch.Generator().manual_seed(3))
     ref = model(x, encoder_steps(n_frames, 32))[1]
-    naive = extract.embed_batch(model, x[:, :, :300], n_frames, full_steps=32)
+    naive = embedding.embed_batch(model, x[:, :, :300], n_frames, full_steps=32)
     assert (naive - ref).abs().max() > 1e-3
 
 

@@ -19,6 +19,9 @@ from PIL import Image, ImageDraw
 
 from prepare_image_features import main
 from s2i.config import ConfigError
+from s2i.data.images import CROP_OFFSETS, ImageLoadError, caffe_resize, load_image, ten_views
+from s2i.data.manifests import load_manifest
+from s2i.data.safe_pickle import load_feature_list
 from s2i.features.image_features import (
     FeatureFileError,
     PartialResult,
@@ -26,9 +29,6 @@ from s2i.features.image_features import (
     partial_dir,
     sidecar_path,
 )
-from s2i.data.images import CROP_OFFSETS, ImageLoadError, caffe_resize, load_image, ten_views
-from s2i.data.manifests import load_manifest
-from s2i.data.safe_pickle import load_feature_list
 from s2i.features.teachers import (
     ILSVRC_2012_MEAN_BGR,
     CaffeGoogLeNet,
@@ -100,7 +100,7 @@ def _reference_features(rgb01: np.ndarray, mean_bgr, flip: str) -> np.ndarray:
     img = cv2.resize(rgb01, (227, 227), interpolation=cv2.INTER_LINEAR)  # a downscale: equal to skimage order 1
     chw = img.transpose(2, 0, 1)[::-1].astype(np.float64) * 255.0 - np.asarray(mean_bgr)[:, None, None]
     flipped = np.fliplr(chw) if flip == "vertical" else chw[:, :, ::-1]
-    boxes = [(0, 0, 224, 224), (3, 0, 227, 224), (1, 1, 225, 225), (0, 3, 224, 227), (3, 3, 227, 227)]  # SPEC §3
+    boxes = [(0, 0, 224, 224), (3, 0, 227, 224), (1, 1, 225, 225), (0, 3, 224, 227), (3, 3, 227, 227)]  # docs/original.md#s3
     feats = []
     for src in (chw, flipped):
         for x0, y0, x1, y1 in boxes:

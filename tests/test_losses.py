@@ -1,4 +1,4 @@
-"""Each loss against a brute-force computation written out here from SPEC §6."""
+"""Each loss against a brute-force computation written out here from docs/original.md#s6."""
 
 import math
 import warnings

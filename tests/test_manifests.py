@@ -1,4 +1,4 @@
-"""s2i/data/manifests.py: the three dataset schemas of SPEC §1.2, their class labels, paths and errors."""
+"""s2i/data/manifests.py: the three dataset schemas of docs/original.md#s1-2, their class labels, paths and errors."""
 
 from __future__ import annotations
 
@@ -150,7 +150,7 @@ def test_audio_paths_and_order(tmp_path, elsewhere):
     assert m.audio_path(2, 4) == base / "200.Common_Yellowthroat/Common_Yellowthroat_0003_190521_4.wav"
     paths = m.all_audio_paths()
     assert len(paths) == 30
-    # Image by image, caption by caption (SPEC §10): entry i*10 + k is image i, caption k.
+    # Image by image, caption by caption (docs/original.md#s10): entry i*10 + k is image i, caption k.
     assert paths == [m.audio_path(i, k) for i in range(3) for k in range(10)]
     assert paths[13] == base / "001.Black_footed_Albatross/Black_Footed_Albatross_0009_34_3.wav"
 

@@ -13,20 +13,17 @@ import prepare_attribute_classifier
 import prepare_shapes_dataset
 from s2i.checkpoints import CheckpointError
 from s2i.data.manifests import load_manifest
-from s2i.metrics.attributes import (
+from s2i.data.shapes import COLOURS, SHAPES
+from s2i.evaluation.attribute_classifier import (
     AttributeClassifier,
     TrainSettings,
-    expected_attributes,
-    generated_folder,
     load_classifier,
     load_labelled_split,
-    parse_generated_name,
     predict,
-    score_folder,
     score_images,
     train_attribute_classifier,
 )
-from s2i.data.shapes import COLOURS, SHAPES
+from s2i.metrics.attributes import expected_attributes, generated_folder, parse_generated_name, score_folder
 from StackGAN.datasets import GanDataset
 
 EPOCHS = "30"  # 216 training images; shape needs about 200 steps to reach 0.9 on unseen images

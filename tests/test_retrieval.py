@@ -1,4 +1,4 @@
-"""Exact-value tests for s2i.metrics.retrieval (SPEC §9 and class-level Recall@K / mAP)."""
+"""Exact-value tests for s2i.metrics.retrieval (docs/original.md#s9 and class-level Recall@K / mAP)."""
 
 from __future__ import annotations
 
@@ -252,7 +252,7 @@ def test_perfect_embedding_scores_100() -> None:
 
 
 def test_k_is_honoured() -> None:
-    # The original always used 50 (SPEC §14 #8). With 4 perfect classes of 6 images each,
+    # The original always used 50 (docs/original.md#bug-8). With 4 perfect classes of 6 images each,
     # class c can hit at most 6 of its top k: k = 7 gives 6/7, k = 12 gives 6/12, k = 24 gives 6/24.
     image, speech, labels = _perfect_problem(n_classes=4, per_class=6)
     assert precision_at_k(image, speech, labels, labels, k=7) == pytest.approx(100 * 6 / 7)

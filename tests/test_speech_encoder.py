@@ -1,4 +1,4 @@
-"""CNNRNN against SPEC §5: shapes, parameter counts, state_dict keys, and the fixed original bugs."""
+"""CNNRNN against docs/original.md#s5: shapes, parameter counts, state_dict keys, and the fixed original bugs."""
 
 import pytest
 import torch
@@ -33,7 +33,7 @@ def test_shapes_for_the_paper_input():
     assert words.shape == (3, 1024, 32) and sent.shape == (3, 1024)
     assert m.steps_for(2048) == 32
     # Past each clip's length the word features are exact zeros, and the sentence embedding is the
-    # mean over all 32 steps, padding included (SPEC §5).
+    # mean over all 32 steps, padding included (docs/original.md#s5).
     assert torch.all(words[2, :, 1:] == 0)
     assert torch.allclose(sent[2], words[2, :, 0] / 32, atol=1e-7)
 
@@ -107,7 +107,7 @@ def test_bad_input_shape_and_lengths_are_clear_errors():
 
 @pytest.mark.parametrize("prefix", ["", "module."])
 def test_original_format_checkpoint_loads_strictly(tmp_path, prefix):
-    """An ``epoch_N.pth`` as the authors' EvalHook wrote it (SPEC §7.4), with or without DDP's prefix."""
+    """An ``epoch_N.pth`` as the authors' EvalHook wrote it (docs/original.md#s7-4), with or without DDP's prefix."""
     torch.manual_seed(0)
     src = CNNRNN(n_filters=40, embedding_dim=1024, drop_prob=0.5, nhidden=1024, nsent=1024,
                  bidirectional=True, rnn_layers=1)

@@ -15,12 +15,12 @@ from PIL import Image
 
 import speech_to_image
 from Audio_to_Image.audio import FrontEndConfig, compute_logmel
-from Audio_to_Image.extract_audio_feature import embed_clips
+from Audio_to_Image.embedding import embed_clips
 from Audio_to_Image.speech_encoder import CNNRNN
 from Audio_to_Image.trainer import checkpoint_dict
 from s2i.cli import run_cli
 from s2i.config import ConfigError, from_dict, parse_config
-from s2i.inference import load_speech_to_image
+from speech_to_image import load_speech_to_image
 from StackGAN.model import D_NET, G_NET
 from StackGAN.trainer import GanState, original_generator_state, snapshot_dict
 
@@ -95,7 +95,7 @@ def ckpts(tmp_path_factory) -> dict[str, Path]:
     enc = _encoder()
     snap = _save_generator(_generator(), d / "G.pth")
     torch.save({"meta": {"epoch": 3}, "state_dict": {f"module.{k}": v for k, v in enc.state_dict().items()}},
-               d / "epoch_3.pth")  # the authors' encoder format (SPEC §15)
+               d / "epoch_3.pth")  # the authors' encoder format (docs/original.md#s15)
     torch.save(original_generator_state(snap), d / "netG_5.pth")  # and theirs for G
     _save_generator(_generator(text_dim=32), d / "G32.pth")
     return {"enc": _save_encoder(enc, d / "enc.pth"), "G": d / "G.pth", "enc_orig": d / "epoch_3.pth",
@@ -208,7 +208,7 @@ def test_seeds_and_samples(ckpts, wavs, tmp_path):
 
 
 def test_the_authors_formats_with_their_flags_give_the_same_images(ckpts, wavs, tmp_path):
-    """epoch_N.pth has no front-end settings (SPEC §4 defaults, here overridden to the trained length) and
+    """epoch_N.pth has no front-end settings (docs/original.md#s4 defaults, here overridden to the trained length) and
     netG_<N>.pth none of G's arguments; both are read off the weights and checked against the flags."""
     ours = _run(ckpts, tmp_path / "ours", wavs["tone"])
     theirs = _run(ckpts, tmp_path / "theirs", wavs["tone"], enc="enc_orig", G="G_orig",

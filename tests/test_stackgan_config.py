@@ -1,4 +1,4 @@
-"""StackGAN/config.py: the original's cfg keys and YAML files (SPEC §11.1), main.py's flags (SPEC §13)."""
+"""StackGAN/config.py: the original's cfg keys and YAML files (docs/original.md#s11-1), main.py's flags (docs/original.md#s13)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,15 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import torch
 
 from s2i.config import from_dict, to_dict
+from s2i.distributed import resolve_device
 from StackGAN.config import (
     GanConfig,
     dataset_from_data_dir,
+    device_name,
     load_gan_config,
-    resolve_device,
     resolve_paths,
 )
 
@@ -24,7 +26,7 @@ README_TRAIN = ("--cfg ./StackGAN/cfg/birds_3stages.yml --output_dir birds_speec
 README_EVAL = [*README_TRAIN[2:], "--cfg", "./StackGAN/cfg/eval_birds.yml",
                "--eval_net_g", "./output/StackGAN/birds_speech_encoder/Model/netG_220000.pth"]
 
-# SPEC §11.1, Default column.
+# docs/original.md#s11-1, Default column.
 DEFAULTS = {
     "CONFIG_NAME": "", "DATASET_NAME": "birds", "EMBEDDING_TYPE": "cnn-rnn", "DATA_DIR": "", "GPU_ID": "0",
     "WORKERS": 6, "CUDA": True, "PROJECT_ROOT": ".", "BIRDS_DATA_ROOT": ".", "BIRDS_EMBEDDING_ROOT": ".",
@@ -41,7 +43,7 @@ DEFAULTS = {
     "TEXT.DIMENSION": 1024,
 }
 
-# SPEC §11.1, birds_3stages.yml column (an empty cell keeps the default).
+# docs/original.md#s11-1, birds_3stages.yml column (an empty cell keeps the default).
 BIRDS = {
     **DEFAULTS,
     "CONFIG_NAME": "3stages", "DATA_DIR": "./data/birds", "WORKERS": 8, "TRAIN.BATCH_SIZE": 24,
@@ -247,8 +249,9 @@ def test_our_defaults():
     assert not cfg.eval_bbox_crop and cfg.eval_samples_per_caption == 1
     assert cfg.CUDA  # kept, not forced: CUDA False keeps --device auto on the CPU
     off, _ = load_gan_config([*README_TRAIN, "--no-CUDA"])
-    assert resolve_device(off) == "cpu"
-    assert resolve_device(dataclasses.replace(cfg, device="cpu")) == "cpu"
+    assert device_name(off) == "cpu"
+    assert device_name(dataclasses.replace(cfg, device="cpu")) == "cpu"
+    assert resolve_device(device_name(off)) == torch.device("cpu")  # through the one resolver
 
 
 def test_cal_weight_mode_choices(capsys):

@@ -1,4 +1,4 @@
-"""StackGAN/datasets.py: images per branch and speech embeddings (SPEC §1.4, §11.2, §14 #27)."""
+"""StackGAN/datasets.py: images per branch and speech embeddings (docs/original.md#s1-4, §11.2, §14 #27)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Each StackGAN loss against a brute-force computation written out here from SPEC §11.5."""
+"""Each StackGAN loss against a brute-force computation written out here from docs/original.md#s11-5."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""StackGAN-v2 generator and discriminators (SPEC §11.3, §11.4, §16): sizes, keys, shapes, init, loading."""
+"""StackGAN-v2 generator and discriminators (docs/original.md#s11-3, §11.4, §16): sizes, keys, shapes, init, loading."""
 
 import math
 

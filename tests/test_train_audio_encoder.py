@@ -7,14 +7,14 @@ import subprocess
 import pytest
 import torch
 
-from Audio_to_Image import train_audio_encoder
+from Audio_to_Image import train_audio_encoder, training_loop
 from Audio_to_Image.speech_encoder import CNNRNN, load_speech_encoder
 from s2i.runs import RunFolderError, read_jsonl
 from tests.conftest import PYTHON, REPO, train_args
 
 
 def test_training_learns_the_classes(toy_dataset, tmp_path):
-    """A few epochs take the class-centre accuracy (SPEC §9) from chance (25%) to well above it."""
+    """A few epochs take the class-centre accuracy (docs/original.md#s9) from chance (25%) to well above it."""
     out = tmp_path / "run"
     summary = train_audio_encoder.main(train_args(toy_dataset, out, "--epoch", "8", "--eval_every", "2"))
     records = [r for r in read_jsonl(out / "metrics.jsonl") if r["split"] == "test"]
@@ -142,7 +142,7 @@ def test_tensorboard_gets_the_train_and_test_scalars(toy_dataset, tmp_path, monk
         def close(self):
             logged.append(("closed", -1))
 
-    monkeypatch.setattr(train_audio_encoder, "tensorboard_writer", lambda path, enabled: Recorder() if enabled else None)
+    monkeypatch.setattr(training_loop, "tensorboard_writer", lambda path, enabled: Recorder() if enabled else None)
     train_audio_encoder.main(train_args(toy_dataset, tmp_path / "run", "--epoch", "2", "--eval_every", "1"))
     tags = {t for t, _ in logged}
     assert {"train/loss", "train/jel", "test/accu", "test/ap12", "test/s2i_R1", "closed"} <= tags

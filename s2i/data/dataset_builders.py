@@ -1,4 +1,4 @@
-"""Build ``train.json`` / ``test.json`` (SPEC §1.2) from the public datasets as they are distributed.
+"""Build ``train.json`` / ``test.json`` (docs/original.md#s1-2) from the public datasets as they are distributed.
 
 The authors' split files can no longer be downloaded, so these builders recreate them from
 
@@ -192,12 +192,12 @@ def build_birds(src: BirdsSources, *, out_dir: Path, split_mode: str = "zero_sho
                 audio_base_path: Path | None = None, feature_tag: str = "googlenet_caffe",
                 check_images: bool = True, captions_per_image: int = CAPTIONS_PER_IMAGE,
                 root: Path | None = None) -> BuildResult:
-    """Birds manifests: items ``{"image", "class", "text", "audio", "bbox"}`` (SPEC §1.2).
+    """Birds manifests: items ``{"image", "class", "text", "audio", "bbox"}`` (docs/original.md#s1-2).
 
     ``split_mode="zero_shot"``: the class lists (the paper's split, 150/50 classes);
     ``"image"``: the official per-image ``train_test_split.txt`` (all 200 classes in both splits).
     ``image_base_path`` is ``CUB_200_2011/images`` and an item's image is ``image_base_path/image``
-    (SPEC §14 #20). Audio names are ``<class>/<stem>_<k>.wav``, k = 0..captions_per_image-1.
+    (docs/original.md#bug-20). Audio names are ``<class>/<stem>_<k>.wav``, k = 0..captions_per_image-1.
     """
     if split_mode not in SPLIT_MODES:
         raise DatasetBuildError(f"split mode {split_mode!r} is not one of {SPLIT_MODES}")
@@ -358,7 +358,7 @@ def build_flowers(src: FlowersSources, *, out_dir: Path, split_mode: str = "zero
                   audio_base_path: Path | None = None, feature_tag: str = "googlenet_caffe",
                   check_images: bool = True, captions_per_image: int = CAPTIONS_PER_IMAGE,
                   root: Path | None = None) -> BuildResult:
-    """Flowers manifests: items ``{"img", "class", "text", "wav"}`` (SPEC §1.2).
+    """Flowers manifests: items ``{"img", "class", "text", "wav"}`` (docs/original.md#s1-2).
 
     Image ``i`` (1-based) is ``jpg/image_{i:05d}.jpg`` with class ``labels[i-1]`` of ``imagelabels.mat``.
     ``split_mode="zero_shot"``: the class lists (82/20 classes); ``"image"``: ``setid.mat``
@@ -507,7 +507,7 @@ def _one_per_image(entries: list[dict[str, Any]], taken: dict[str, str], result:
     images already used, also by the other split, to where."""
     out, dropped = [], []
     for e in entries:
-        key = e["image"][2:]  # the loader's identity of an image (SPEC §1.2)
+        key = e["image"][2:]  # the loader's identity of an image (docs/original.md#s1-2)
         if key in taken:
             dropped.append(f"{e['_where']} (image already used by {taken[key]})")
             continue
@@ -541,7 +541,7 @@ def build_places(train_metadata: Path, test_metadata: Path | None, *, raw: Path,
                  test_fraction: float = 0.1, seed: int = 0, feature_tag: str = "googlenet_caffe",
                  check_images: bool = True, root: Path | None = None) -> BuildResult:
     """Places manifests: the metadata entries of the 7 classes of ``PLACES_CLASSES``, keys
-    ``uttid, speaker, asr_text, wav, image`` kept as they are (SPEC §1.2).
+    ``uttid, speaker, asr_text, wav, image`` kept as they are (docs/original.md#s1-2).
 
     The class is the folder after the letter folder (``b/bedroom/x.jpg`` → ``bedroom``). A train and a
     test (val) file give the two splits; a single file is split by image with :func:`split_stratified`.

@@ -1,4 +1,4 @@
-"""Image loading and the original's ten-view protocol for teacher features (shared/SPEC.md §3).
+"""Image loading and the original's ten-view protocol for teacher features (docs/original.md#s3).
 
 The original fed Caffe through ``caffe.io.load_image`` and ``caffe.io.Transformer``. This module
 reproduces those steps with Pillow and numpy, so that any teacher network can be run on exactly the
@@ -11,7 +11,7 @@ same views:
 3. the teacher's own channel order and normalisation (see ``s2i.features.teachers``), giving (3, S + 3, S + 3);
 4. :func:`ten_views`: five S × S crops at (x, y) = (0, 0), (3, 0), (1, 1), (0, 3), (3, 3), then the same
    five crops of the flipped array. The original flipped with ``np.fliplr`` on the CHW array, which
-   reverses axis 1 = **H**: an upside-down flip (SPEC §14 #19). ``flip='vertical'`` reproduces it (the
+   reverses axis 1 = **H**: an upside-down flip (docs/original.md#bug-19). ``flip='vertical'`` reproduces it (the
    authors' released features); ``flip='horizontal'`` is the mirror image a new pipeline would use.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-# (x0, y0) of the five crops on the (S + 3)² image; the original's boxes for S = 224 on 227² (SPEC §3).
+# (x0, y0) of the five crops on the (S + 3)² image; the original's boxes for S = 224 on 227² (docs/original.md#s3).
 CROP_OFFSETS: tuple[tuple[int, int], ...] = ((0, 0), (3, 0), (1, 1), (0, 3), (3, 3))
 CROP_MARGIN = 3
 FLIPS = ("vertical", "horizontal")
@@ -166,7 +166,7 @@ def caffe_resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def ten_views(chw: np.ndarray, crop: int, flip: str) -> np.ndarray:
-    """The original's ten views of a preprocessed image (SPEC §3).
+    """The original's ten views of a preprocessed image (docs/original.md#s3).
 
     Args:
         chw: ``(C, crop + 3, crop + 3)`` array (already resized, reordered and normalised).

@@ -1,4 +1,4 @@
-"""Dataset manifests (``train.json`` / ``test.json``, SPEC §1.2) for birds, flowers, places and shapes.
+"""Dataset manifests (``train.json`` / ``test.json``, docs/original.md#s1-2) for birds, flowers, places and shapes.
 
 One entry per image, in the same order as the rows of the feature pickles. This module is the one
 place that knows each dataset's key names and class-label rules; every stage reads manifests here.
@@ -22,7 +22,7 @@ from s2i.files import write_json_atomic
 DATASETS = ("birds", "flowers", "places", "shapes")
 DATA_ROOTS = {"birds": "./data/birds", "flowers": "./data/flowers", "places": "./data/Places_subset",
               "shapes": "./data/shapes"}
-"""Default dataset folder of each dataset (the original's paths, SPEC §1.1)."""
+"""Default dataset folder of each dataset (the original's paths, docs/original.md#s1-1)."""
 PLACES_CLASSES = ("bedroom", "dinette", "dining_room", "home_office", "hotel_room", "kitchenette", "living_room")
 
 
@@ -59,7 +59,7 @@ class Manifest:
 
     def image_path(self, index: int) -> Path:
         """``image_base_path / image``. The original's feature script joined ``image_base_path/images/image``
-        instead (SPEC §14 #20); where only that file exists, it is used, so both conventions work. Places
+        instead (docs/original.md#bug-20); where only that file exists, it is used, so both conventions work. Places
         images may also sit in the Places205 layout ``base/<letter>/<class>/...`` (the letter folder that
         the manifest's ``image[2:]`` drops is the class's first letter)."""
         if self.image_base_path is None:
@@ -74,7 +74,7 @@ class Manifest:
         return next((p for p in others if p.exists()), path)
 
     def all_audio_paths(self) -> list[Path]:
-        """Every caption's audio file, image by image, caption by caption (the extraction order, SPEC §10)."""
+        """Every caption's audio file, image by image, caption by caption (the extraction order, docs/original.md#s10)."""
         return [self.audio_base_path / a for item in self.items for a in item.audio]
 
     @property

@@ -1,4 +1,4 @@
-"""Restricted pickle I/O for the feature files users hand us (shared/SPEC.md §1.3).
+"""Restricted pickle I/O for the feature files users hand us (docs/original.md#s1-3).
 
 The authors distribute their image features as pickles: a Python ``list`` of ``numpy.ndarray``
 ``(10, 1024)`` float32, written by Python 2.7 (so they need ``encoding='latin1'``), and stage D
@@ -29,11 +29,12 @@ import io
 import os
 import pickle
 import pickletools
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from s2i.files import write_bytes_atomic
 
 try:  # numpy >= 2 (and the forward-compatibility stubs of numpy 1.26)
     from numpy._core import multiarray as _np_multiarray
@@ -242,19 +243,7 @@ def save_pickle(obj: Any, path: PathLike, protocol: int = 2) -> Path:
     data = pickle.dumps(obj, protocol=protocol)
     if protocol <= 2:
         data = _numpy1_global_names(data)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
+    write_bytes_atomic(path, data, make_parents=False)
     return path
 
 
@@ -281,7 +270,7 @@ def load_feature_list(
     expected_views: int | None = None,
     expected_dim: int | None = None,
 ) -> list[np.ndarray]:
-    """Load a teacher-feature pickle (shared/SPEC.md §1.3) and check its shape.
+    """Load a teacher-feature pickle (docs/original.md#s1-3) and check its shape.
 
     Accepts a list/tuple of 2-D arrays (the authors' format: N arrays of ``(10, 1024)``) or one
     3-D array ``(N, V, D)``.

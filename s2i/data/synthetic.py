@@ -4,7 +4,7 @@ Each class has its own "word": a sequence of gliding harmonic syllables whose pi
 are drawn per class. Every caption of an image says its class's word with its own speed, pitch,
 loudness and noise, 1–3 s long. Teacher features are class centres plus image and view noise, so a
 good speech encoder can separate the classes and a bad one cannot. Written in the birds schema
-(SPEC §1.2): ``train.json``/``test.json``, ``{train,test}/image_features.pickle`` and 16 kHz wavs.
+(docs/original.md#s1-2): ``train.json``/``test.json``, ``{train,test}/image_features.pickle`` and 16 kHz wavs.
 
     python -m s2i.data.synthetic --out data/toy
 """

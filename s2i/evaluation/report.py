@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from s2i.files import atomic_write, write_bytes_atomic
 from s2i.runs import pid_alive
 
 REPORT_NAME = "report.html"
@@ -116,7 +117,8 @@ def write_report(run_dir: str | Path, *, title: str, metrics: Mapping[str, Any] 
             without smoothing.
 
     Writes are atomic: the assets are built in a temporary folder that replaces ``report_files/`` as a
-    whole (so no file of an older report is left behind), then the HTML is renamed into place.
+    whole (so no file of an older report is left behind), then the HTML is renamed into place
+    (:func:`s2i.files.atomic_write`).
     """
     run_dir = Path(run_dir)
     _check_inputs(samples, curves, curve_keys)
@@ -125,7 +127,6 @@ def write_report(run_dir: str | Path, *, title: str, metrics: Mapping[str, Any] 
     pid = os.getpid()
     staging = run_dir / f".{ASSETS_NAME}.{pid}.partial"
     retired = run_dir / f".{ASSETS_NAME}.{pid}.old"
-    tmp_html = run_dir / f".{REPORT_NAME}.{pid}.tmp"
     final_assets, final_html = run_dir / ASSETS_NAME, run_dir / REPORT_NAME
     for stale in (staging, retired):
         shutil.rmtree(stale, ignore_errors=True)
@@ -140,20 +141,21 @@ def write_report(run_dir: str | Path, *, title: str, metrics: Mapping[str, Any] 
         ]
         per_card = max([len(s.generated) + (s.real_image is not None) for s in samples], default=1)
         page = _page(title, "\n".join(part for part in body if part), image_size, per_card, assets.images)
-        tmp_html.write_text(page, encoding="utf-8")
-        if final_assets.exists():
-            os.rename(final_assets, retired)
-        try:
-            os.rename(staging, final_assets)
-        except BaseException:
-            if retired.exists() and not final_assets.exists():
-                os.rename(retired, final_assets)
-            raise
-        os.replace(tmp_html, final_html)
+        # The folder swap happens inside the block: the HTML is renamed in only once its assets are in place,
+        # and a failed swap leaves the old page.
+        with atomic_write(final_html, "w", encoding="utf-8") as f:
+            f.write(page)
+            if final_assets.exists():
+                os.rename(final_assets, retired)
+            try:
+                os.rename(staging, final_assets)
+            except BaseException:
+                if retired.exists() and not final_assets.exists():
+                    os.rename(retired, final_assets)
+                raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(retired, ignore_errors=True)
-        tmp_html.unlink(missing_ok=True)
     return final_html
 
 
@@ -647,7 +649,9 @@ def render_in_browser(html_path: str | Path, *, screenshot: str | Path | None = 
     if not html_path.is_file():
         raise FileNotFoundError(f"{html_path} does not exist")
     exe = browser or find_browser()
-    with tempfile.TemporaryDirectory(prefix="s2i-browser-", ignore_cleanup_errors=True) as profile:
+    with tempfile.TemporaryDirectory(prefix="s2i-browser-", ignore_cleanup_errors=True) as scratch:
+        profile = Path(scratch) / "profile"
+
         def run(extra: list[str], window_height: int) -> str:
             args = [exe, "--headless", "--disable-gpu", "--no-sandbox", "--allow-file-access-from-files",
                     f"--user-data-dir={profile}", "--no-first-run", "--disable-dev-shm-usage",
@@ -660,16 +664,13 @@ def render_in_browser(html_path: str | Path, *, screenshot: str | Path | None = 
         status["screenshot"] = None
         if screenshot is not None:
             shot = Path(screenshot).resolve()
-            shot.parent.mkdir(parents=True, exist_ok=True)
             shot_height = height or min(MAX_SCREENSHOT_HEIGHT, status["page_height"] or 900)
-            tmp = shot.with_name(f".{shot.name}.{os.getpid()}.tmp.png")
-            try:
-                run([f"--screenshot={tmp}"], shot_height)
-                if not tmp.is_file() or tmp.stat().st_size == 0:
-                    raise RenderError(f"{exe} ran but wrote no screenshot to {tmp}")
-                os.replace(tmp, shot)
-            finally:
-                tmp.unlink(missing_ok=True)
+            # The browser draws into the scratch folder; the PNG then reaches its target in one rename.
+            drawn = Path(scratch) / "screenshot.png"
+            run([f"--screenshot={drawn}"], shot_height)
+            if not drawn.is_file() or drawn.stat().st_size == 0:
+                raise RenderError(f"{exe} ran but wrote no screenshot to {drawn}")
+            write_bytes_atomic(shot, drawn.read_bytes(), durable=False)
             status["screenshot"] = shot
     return status
 

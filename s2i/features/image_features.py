@@ -1,6 +1,6 @@
 """Teacher-feature files of stage B: computing them, their sidecars, resuming and skipping.
 
-Output format (shared/SPEC.md §1.3): a pickle (protocol 2) of a ``list`` of N ``(10, D)`` float32
+Output format (docs/original.md#s1-3): a pickle (protocol 2) of a ``list`` of N ``(10, D)`` float32
 arrays in manifest order, written atomically by :func:`s2i.data.safe_pickle.save_pickle`. Beside it,
 ``<pickle>.json`` (the *sidecar*) records what produced it::
 

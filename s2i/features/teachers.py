@@ -1,4 +1,4 @@
-"""Teacher image networks for stage B (image features, shared/SPEC.md §3).
+"""Teacher image networks for stage B (image features, docs/original.md#s3).
 
 Two backends, both run on the ten views of ``s2i.data.images``:
 
@@ -123,7 +123,7 @@ def _opencv_device(device: str) -> str:
 
 
 class CaffeGoogLeNet(Teacher):
-    """BVLC GoogLeNet through ``cv2.dnn.readNetFromCaffe``, preprocessed as the original (SPEC §3).
+    """BVLC GoogLeNet through ``cv2.dnn.readNetFromCaffe``, preprocessed as the original (docs/original.md#s3).
 
     Args:
         prototxt: ``deploy.prototxt``.

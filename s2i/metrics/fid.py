@@ -1,6 +1,6 @@
 """Fréchet Inception Distance (Heusel et al. 2017), as ``bioinf-jku/TTUR``'s ``fid.py`` computes it.
 
-The paper's README scores generated birds and flowers with TTUR (shared/SPEC.md §12):
+The paper's README scores generated birds and flowers with TTUR (docs/original.md#s12):
 TensorFlow's ``inception-2015-12-05`` graph, images resized bilinearly to 299² inside the graph,
 ``pool_3`` 2048-d features, and ``FID = ‖μ1 − μ2‖² + Tr(Σ1 + Σ2 − 2 (Σ1 Σ2)^{1/2})`` with
 ``scipy.linalg.sqrtm``. The layers here can each be used alone (as in ``mseitzer/pytorch-fid``):
@@ -17,7 +17,8 @@ TensorFlow's ``inception-2015-12-05`` graph, images resized bilinearly to 299² 
 * distance: :func:`frechet_distance` (pytorch-fid's ``calculate_frechet_distance``, itself TTUR's;
   optionally a faster symmetric-eigensolver route to the same trace);
 * files: :func:`folder_statistics` (with a fingerprinted cache for the real images) and
-  :func:`fid_between`.
+  :func:`fid_between`;
+* stage F: :func:`score_fid`, the registered ``fid`` metric (``s2i.metrics.EVALUATION_METRICS``).
 """
 
 from __future__ import annotations
@@ -25,15 +26,20 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.linalg
 import torch
+from PIL import Image
 
 from s2i.distributed import resolve_device
 from s2i.files import atomic_write, file_digest
+from s2i.metrics.context import EvaluationContext
 from s2i.metrics.image_folder import (
     ImageSource,
     iter_image_batches,
@@ -53,7 +59,9 @@ __all__ = [
     "load_statistics",
     "load_torchscript",
     "resize_tf_bilinear",
+    "resized_copies",
     "save_statistics",
+    "score_fid",
 ]
 
 INCEPTION_SIZE = 299
@@ -436,3 +444,50 @@ def fid_between(source_a: ImageSource, source_b: ImageSource,
         stats.append(folder_statistics(source, extractor, batch_size, cache=cache, recursive=recursive,
                                        progress=progress))
     return frechet_distance(*stats[0], *stats[1], method=method)
+
+
+# --------------------------------------------------------------------------- stage F
+
+
+def resized_copies(paths: Sequence[Path], size: int, folder: Path) -> list[Path]:
+    """Real images resized (bicubic) to the generator's resolution, written once into ``folder``.
+
+    FID compares like with like: the generated images are ``size`` px, so the real ones are too. A copy
+    older than its source is made again.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i, src in enumerate(paths):
+        dst = folder / f"{i:06d}_{src.stem}.png"
+        if not dst.exists() or dst.stat().st_mtime < src.stat().st_mtime:
+            with Image.open(src) as im:
+                img = im.convert("RGB").resize((size, size), Image.BICUBIC)
+            with atomic_write(dst, durable=False) as f:  # a cache: a killed run needs only the rename
+                img.save(f, format="PNG")
+        out.append(dst)
+    return out
+
+
+def score_fid(ctx: EvaluationContext) -> dict[str, Any]:
+    """The registered ``fid`` metric: the generated images against the real test images at their resolution.
+
+    The real images' resized copies and statistics are cached in ``<data_root>/eval_cache/``.
+
+    Returns:
+        ``{"fid": {"FID", "generated images", "real test images", "real images resized to", "network"}}``.
+    """
+    s, res = ctx.settings, ctx.resolution
+    t0 = time.time()
+    # The extractor resolves a device name itself (auto/cpu/cuda), as it does for any caller.
+    extractor = InceptionFeatureExtractor(s.inception, device=ctx.device.type, batch_size=s.batch_size)
+    cache_dir = ctx.data_root / "eval_cache"
+    real = resized_copies(ctx.real_paths, res, cache_dir / f"real_test_{res}")
+    mu_r, sig_r = folder_statistics(real, extractor, s.batch_size, cache=cache_dir / f"fid_real_test_{res}.npz",
+                                    progress=s.progress)
+    scored = ctx.scored_paths
+    mu_g, sig_g = folder_statistics(scored, extractor, s.batch_size, progress=s.progress)
+    section = {"FID": frechet_distance(mu_g, sig_g, mu_r, sig_r, method="eigh"), "generated images": len(scored),
+               "real test images": len(real), "real images resized to": res, "network": extractor.identity}
+    ctx.log(f"FID {section['FID']:.2f} ({len(scored)} generated vs {len(real)} real test images at {res}px, "
+            f"{time.time() - t0:.0f}s)")
+    return {"fid": section}

@@ -3,7 +3,7 @@
 Images are read by :func:`s2i.data.images.load_image` (Pillow, RGB float32 in [0, 1]; grayscale is
 tiled, alpha dropped), the project's one image loader. As in ``bioinf-jku/TTUR``'s ``fid.py``,
 a folder means the images directly inside it unless ``recursive`` is asked for (the generator's
-samples sit in class sub-folders, shared/SPEC.md §11.7).
+samples sit in class sub-folders, docs/original.md#s11-7).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 ``IS = exp(E_x KL(p(y|x) ‖ p(y)))`` with ``p(y)`` the mean of the class posteriors, computed on each
 of ``splits`` consecutive chunks of the images and reported as mean and standard deviation over
-the chunks (shared/SPEC.md §12; ``get_inception_score`` in ``inception_score.py`` there, which
+the chunks (docs/original.md#s12; ``get_inception_score`` in ``inception_score.py`` there, which
 follows ``openai/improved-gan``).
 
 The paper's numbers come from an Inception-v3 fine-tuned on the test classes of each dataset,
@@ -20,12 +20,14 @@ which is not public. This module offers classifiers that map images to class pos
 
 Images are resized with bilinear interpolation with antialiasing, which for downscaling matches
 Pillow's bilinear filter (``scipy.misc.imresize(interp='bilinear')`` in the reference).
+:func:`score_inception` is stage F's registered ``inception_score`` metric (``s2i.metrics.EVALUATION_METRICS``).
 """
 
 from __future__ import annotations
 
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,6 +35,7 @@ import torch.nn.functional as F
 from scipy.special import xlogy
 
 from s2i.distributed import resolve_device
+from s2i.metrics.context import EvaluationContext
 from s2i.metrics.fid import load_torchscript
 from s2i.metrics.image_folder import (
     ImageSource,
@@ -49,6 +52,7 @@ __all__ = [
     "folder_inception_score",
     "inception_score",
     "is_classifier",
+    "score_inception",
 ]
 
 DEFAULT_CLASSIFIER = "efficientnet-lite0"
@@ -275,3 +279,20 @@ def folder_inception_score(source: ImageSource, classifier: ISClassifier, splits
         batches = tqdm(batches, total=-(-len(paths) // batch_size), desc=classifier.name, unit="batch")
     probs = np.concatenate([classifier(uniform_batch(b, classifier.resize)) for b in batches])
     return inception_score(probs, splits=splits)
+
+
+def score_inception(ctx: EvaluationContext, splits: int = 10) -> dict[str, Any]:
+    """The registered ``inception_score`` metric of the generated images (``--is_classifier``'s network).
+
+    Returns:
+        ``{"inception_score": {"name", "mean", "std", "images", "splits"}}``; ``name`` says which
+        classifier (e.g. "IS (EfficientNet-Lite0 proxy)").
+    """
+    s = ctx.settings
+    # The classifier resolves a device name itself (auto/cpu/cuda), as it does for any caller.
+    clf = is_classifier(s.is_classifier, device=ctx.device.type, batch_size=s.batch_size)
+    scored = ctx.scored_paths
+    mean, std = folder_inception_score(scored, clf, splits=splits, batch_size=s.batch_size, progress=s.progress)
+    ctx.log(f"{clf.name}: {mean:.3f} ± {std:.3f}")
+    return {"inception_score": {"name": clf.name, "mean": mean, "std": std, "images": len(scored),
+                                "splits": splits}}

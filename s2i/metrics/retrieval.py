@@ -1,11 +1,11 @@
-"""Retrieval metrics for the speech encoder (shared/SPEC.md §9), as pure numpy functions.
+"""Retrieval metrics for the speech encoder (docs/original.md#s9), as pure numpy functions.
 
 Two families:
 
 * The paper's class-centre metrics (``EvalClass`` in the original ``train_audio_encoder.py``):
   :func:`class_centre_accuracy` ("accu") and :func:`precision_at_k` ("ap50"). They score every
   image feature against the mean speech embedding of each class with an unnormalised dot
-  product. Two bugs of the original are fixed (SPEC §14 #8): ``k`` is honoured (the original
+  product. Two bugs of the original are fixed (docs/original.md#bug-8): ``k`` is honoured (the original
   always used 50) and labels are remapped with ``np.unique`` (sorted, deterministic) instead of
   Python ``set`` iteration order.
 * Class-level cross-modal retrieval, not in the original code but standard for speech-image
@@ -241,7 +241,7 @@ def _class_centre_scores(
     image_labels: np.ndarray,
     speech_labels: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Scores of every image against every speech class centre (SPEC §9 steps 1-3).
+    """Scores of every image against every speech class centre (docs/original.md#s9 steps 1-3).
 
     Returns:
         ``scores`` ``(N, C)`` = ``V · μᵀ`` with ``μ_c`` the mean speech embedding of class c
@@ -275,7 +275,7 @@ def class_centre_accuracy(
     image_labels: np.ndarray,
     speech_labels: np.ndarray,
 ) -> float:
-    """The paper's "accu": classify each image by its nearest speech class centre (SPEC §9.4).
+    """The paper's "accu": classify each image by its nearest speech class centre (docs/original.md#s9-4).
 
     ``μ_c`` = mean of the speech embeddings of class c, ``S = V · μᵀ`` (unnormalised dot
     product), ``accu = 100 · mean_i [argmax_c S[i, c] == y_i]``. Ties go to the class that
@@ -315,7 +315,7 @@ def precision_at_k(
     """The paper's "ap50" for ``k = 50``: mean precision@k of image retrieval by class centre.
 
     For each speech class c (C classes), rank the images by ``S[:, c] = V · μ_c`` and count the
-    images of class c among the top k; ``100 · Σ_c hits_c / (k · C)`` (SPEC §9.5).
+    images of class c among the top k; ``100 · Σ_c hits_c / (k · C)`` (docs/original.md#s9-5).
 
     This is mean **precision@k**, not average precision, despite the name in the original logs.
     A class with fewer than k images can hit at most that many, so the value is capped below
@@ -356,7 +356,7 @@ def speech_encoder_metrics(
     """All speech-encoder metrics for paired image features and speech embeddings.
 
     Row i of ``image_feats`` and of ``speech_embs`` is the same image/caption pair with class
-    ``labels[i]`` (SPEC §9: one random view and one random caption per test image).
+    ``labels[i]`` (docs/original.md#s9: one random view and one random caption per test image).
 
     Args:
         image_feats: ``(N, D)`` image features.
