@@ -171,6 +171,19 @@ def _is_done(cfg: DemoConfig, stage: Stage, argv: list[str]) -> bool:
     return old.get("argv") == argv[1:] and all(Path(p).exists() for p in stage.outputs)
 
 
+def _run_stage(argv: list[str]) -> tuple[int, float]:
+    """Runs one stage's command from the repository root; returns its exit status and its peak memory
+    (MiB): the largest resident set of the stage's process and of the processes it waited for."""
+    with subprocess.Popen(argv, cwd=REPO) as proc:
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:
+            proc.kill()
+            raise
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, round(usage.ru_maxrss / 1024, 1)  # Linux reports KiB
+
+
 def run(cfg: DemoConfig) -> dict[str, Any]:
     all_stages = stages(cfg)
     names = [s.name for s in all_stages]
@@ -186,6 +199,7 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     start = names.index(cfg.from_stage) if cfg.from_stage else (0 if cfg.force else None)
     last = names.index(cfg.until) if cfg.until else len(names) - 1
     seconds: dict[str, float] = {}
+    peak_mib: dict[str, float | None] = {}
     rerun_upstream = False
     t_all = time.time()
     for i, stage in enumerate(all_stages[: last + 1]):
@@ -194,6 +208,7 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
         if not forced and not rerun_upstream and _is_done(cfg, stage, argv):
             rec = json.loads(_record_path(cfg, stage).read_text(encoding="utf-8"))
             seconds[stage.name] = rec["seconds"]
+            peak_mib[stage.name] = rec.get("peak_rss_mib")
             print(f"[{i + 1}/{len(names)}] {stage.name}: done earlier ({rec['seconds']:.0f}s), reused")
             continue
         rerun_upstream = True
@@ -204,19 +219,21 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
         print(f"\n[{i + 1}/{len(names)}] {stage.name}: {stage.what}\n$ {shlex.join(argv[:1] and ['python', *argv[1:]])}",
               flush=True)
         t0 = time.time()
-        proc = subprocess.run(argv, cwd=REPO)
+        returncode, peak_mib[stage.name] = _run_stage(argv)
         seconds[stage.name] = round(time.time() - t0, 1)
-        if proc.returncode != 0:
-            raise ConfigError(f"stage {stage.name} failed (exit status {proc.returncode}) after "
+        if returncode != 0:
+            raise ConfigError(f"stage {stage.name} failed (exit status {returncode}) after "
                               f"{seconds[stage.name]:.0f}s; fix the error above and run the demo again "
                               f"(finished stages are reused)")
         _record_path(cfg, stage).parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(_record_path(cfg, stage), {"argv": argv[1:], "seconds": seconds[stage.name],
+                                                     "peak_rss_mib": peak_mib[stage.name],
                                                      "finished": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1)
-        print(f"[{i + 1}/{len(names)}] {stage.name}: {seconds[stage.name]:.0f}s", flush=True)
+        print(f"[{i + 1}/{len(names)}] {stage.name}: {seconds[stage.name]:.0f}s, peak memory "
+              f"{peak_mib[stage.name]:.0f} MiB", flush=True)
     if last < len(names) - 1:
         print(f"stopped after {cfg.until}, as asked")
-        return {"stage_seconds": seconds}
+        return {"stage_seconds": seconds, "stage_peak_rss_mib": peak_mib}
     images = _eval_folder(gan)
     metrics = json.loads((images / "metrics.json").read_text(encoding="utf-8"))
     summary = {
@@ -226,6 +243,7 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
         "generated_images": str(images),
         "held_out_voices": cfg.held_out_voices.split(","),
         "stage_seconds": seconds,
+        "stage_peak_rss_mib": peak_mib,
         "total_seconds_this_run": round(time.time() - t_all, 1),
         "metrics": metrics,
     }
@@ -238,7 +256,8 @@ def _print_summary(s: dict[str, Any], path: Path) -> None:
     m = s["metrics"]
     print("\n=== demo finished ===")
     for name, sec in s["stage_seconds"].items():
-        print(f"  {name:22s} {sec:7.1f}s")
+        mib = s["stage_peak_rss_mib"].get(name)
+        print(f"  {name:22s} {sec:7.1f}s" + (f"  {mib:6.0f} MiB peak" if mib is not None else ""))
     enc = m.get("speech_encoder", {})
     for group, vals in enc.items():
         print(f"  speech→image R@1 ({group}): {vals['s2i_R1']:.3f}")

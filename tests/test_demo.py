@@ -58,6 +58,20 @@ def test_runs_every_stage_then_reuses_them(fake, capsys):
     assert "reused" in capsys.readouterr().out
 
 
+def test_each_stage_records_its_peak_memory(tmp_path, monkeypatch):
+    """The peak resident memory of a stage's process: one that touches 300 MiB reports at least that."""
+    stages, _ = _fake_stages(tmp_path)
+    stages[1].argv[-1] += "; b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096])"
+    monkeypatch.setattr(demo, "stages", lambda cfg: stages)
+    summary = _main(tmp_path)
+    peaks = summary["stage_peak_rss_mib"]
+    assert set(peaks) == set(summary["stage_seconds"])
+    assert peaks["generator"] >= 300 > peaks["speech_encoder"] > 0
+    record = json.loads((tmp_path / "out" / "stages" / "generator.json").read_text())
+    assert record["peak_rss_mib"] == peaks["generator"]
+    assert _main(tmp_path)["stage_peak_rss_mib"] == peaks  # reused stages report their recorded peaks
+
+
 def test_from_reruns_that_stage_and_later_and_keeps_old_run_folders(fake):
     tmp, log = fake
     _main(tmp)

@@ -5,7 +5,7 @@ Layers, from top to bottom: stage scripts (the files users run) → stage librar
 inside its own package; a script is never imported by a library.
 
     python tools/import_graph.py              # the edges, one per line, and any layering violation
-    python tools/import_graph.py --dot g.dot  # Graphviz source as well (dot -Tsvg g.dot > g.svg)
+    python tools/import_graph.py --dot g.dot  # Graphviz source as well (dot -Tsvg g.dot -o g.svg)
 
 Exit status 1 when a violation exists, so the rule can be checked in a test or CI.
 """
@@ -72,24 +72,36 @@ def graph() -> dict[str, set[str]]:
     return {mod: imports_of(path, known) for mod, path in sorted(known.items())}
 
 
-def violations(edges: dict[str, set[str]]) -> list[str]:
-    """Every import that points up a layer, across the two stage packages, or at a script."""
+def violations(edges: dict[str, set[str]]) -> list[tuple[str, str, str]]:
+    """Every import that points up a layer, across the two stage packages, or at a script, as
+    ``(importer, imported, why)``."""
     bad = []
     for src, targets in edges.items():
         for dst in sorted(targets):
             a, b = layer_of(src), layer_of(dst)
             if b == "script":
-                bad.append(f"{src} imports the script {dst}")
+                bad.append((src, dst, f"{src} imports the script {dst}"))
             elif LAYER[b] < LAYER[a] or (LAYER[a] == LAYER[b] == 1 and a != b):
-                bad.append(f"{src} ({a}) imports {dst} ({b})")
+                bad.append((src, dst, f"{src} ({a}) imports {dst} ({b})"))
     return bad
 
 
 def dot(edges: dict[str, set[str]]) -> str:
-    lines = ["digraph imports {", "  rankdir=LR; node [shape=box, fontsize=10];"]
+    """Graphviz source: one box per layer (scripts, each stage package, s2i), violations in red."""
+    bad = {(src, dst) for src, dst, _ in violations(edges)}
+    linked = set(edges).intersection({m for m, targets in edges.items() if targets} | set().union(*edges.values()))
+    groups: dict[str, list[str]] = {}
+    for mod in sorted(linked):  # a package's empty __init__ is left out
+        groups.setdefault(layer_of(mod), []).append(mod)
+    lines = ["digraph imports {", "  rankdir=LR; newrank=true; node [shape=box, fontsize=10];"]
+    for name, mods in groups.items():
+        lines.append(f'  subgraph "cluster_{name}" {{ label="{name}"; style=rounded;')
+        lines += [f'    "{m}";' for m in mods]
+        lines.append("  }")
     for src, targets in edges.items():
         for dst in sorted(targets):
-            lines.append(f'  "{src}" -> "{dst}";')
+            colour = " [color=red, penwidth=2]" if (src, dst) in bad else ""
+            lines.append(f'  "{src}" -> "{dst}"{colour};')
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -107,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     bad = violations(edges)
     print(f"{sum(map(len, edges.values()))} imports between {len(edges)} modules; "
           f"{len(bad)} layering violation(s)")
-    for line in bad:
-        print("  " + line)
+    for _, _, why in bad:
+        print("  " + why)
     return 1 if bad else 0
 
 
