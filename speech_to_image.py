@@ -10,7 +10,9 @@ of channels (resampled and averaged to mono by the shared front-end). Both check
 needed to rebuild their models; the authors' ``epoch_N.pth`` and ``netG_<N>.pth`` load too, their
 architecture read off the weights (``--bidirectional``, ``--rnn_layers``, ``--branch_num`` and
 ``--text_dim`` check it) and the encoder's front-end set to the docs/original.md#s4 defaults (``--frontend.NAME``
-changes it). The same ``--seed`` gives the same images (on the same device). Existing images are kept
+changes it). The same ``--seed`` gives the same images (on the same device, in the same ``--precision``:
+fp32 by default; bf16 runs both networks under autocast where the device has it natively, and ``auto``
+picks it there). Existing images are kept
 unless ``--overwrite``. Library: ``Audio_to_Image/inference.py`` (speech → embedding) and
 ``StackGAN/sampling.py`` (embedding → images); this script joins them and checks that they fit.
 """
@@ -43,6 +45,7 @@ from s2i.cli import run_cli
 from s2i.config import ConfigError, option, parse_config, require
 from s2i.distributed import resolve_device
 from s2i.grids import save_png, to_uint8
+from s2i.precision import PRECISIONS, resolve_precision
 from StackGAN.model import G_NET
 from StackGAN.sampling import load_generator_for_eval, sample_images
 
@@ -70,7 +73,8 @@ class Timing:
 
 @dataclass
 class SpeechToImage:
-    """A speech embedder and a conditional generator that takes its embeddings."""
+    """A speech embedder and a conditional generator that takes its embeddings; the generator runs in the
+    embedder's precision."""
 
     speech: SpeechEmbedder
     generator: G_NET
@@ -91,21 +95,23 @@ class SpeechToImage:
         return 64 * 2 ** (self.generator.branch_num - 1)
 
     def images(self, emb: torch.Tensor, seed: int, samples: int = 1) -> torch.Tensor:
-        """``(1, D)`` embedding → ``(samples, 3, R, R)`` images in [−1, 1] (``StackGAN.sampling.sample_images``)."""
-        return sample_images(self.generator, emb, seed, samples)
+        """``(1, D)`` embedding → ``(samples, 3, R, R)`` float32 images in [−1, 1] (``StackGAN.sampling.sample_images``)."""
+        return sample_images(self.generator, emb, seed, samples, self.speech.precision)
 
 
 def load_speech_to_image(encoder_path: str | Path, generator_path: str | Path, device: torch.device, *,
                          frontend: FrontEndConfig | None = None, frontend_explicit: set[str] | None = None,
                          bidirectional: bool | None = None, rnn_layers: int | None = None,
                          branch_num: int | None = None, text_dim: int | None = None,
-                         silence_dbfs: float = DEFAULT_SILENCE_DBFS) -> tuple[SpeechToImage, dict]:
+                         silence_dbfs: float = DEFAULT_SILENCE_DBFS, precision: str = "fp32"
+                         ) -> tuple[SpeechToImage, dict]:
     """Rebuilds both models from their checkpoints alone (ours or the authors'), checks that they fit each
     other and the original's flags, and returns (the pipeline, a description of what was loaded).
+    ``precision`` (a resolved one) is the arithmetic of both networks' passes.
     Errors name the file and the flag: CheckpointError for an unusable file, ConfigError for a mismatch."""
     speech, info = _load_part("encoder", lambda: load_speech_embedder(
         encoder_path, device, frontend=frontend, frontend_explicit=frontend_explicit, bidirectional=bidirectional,
-        rnn_layers=rnn_layers, silence_dbfs=silence_dbfs))
+        rnn_layers=rnn_layers, silence_dbfs=silence_dbfs, precision=precision))
     if not Path(generator_path).is_file():
         raise CheckpointError(f"checkpoint {generator_path} does not exist (--generator)")
     # Both formats carry G's whole architecture (the authors' in its weights' shapes), so the original's
@@ -123,7 +129,7 @@ def load_speech_to_image(encoder_path: str | Path, generator_path: str | Path, d
                              if generator.b_condition else "")) from None
     return pipe, {"encoder": str(encoder_path), "encoder_format": info["format"], "generator": str(generator_path),
                   "generator_step": step, "frontend_source": info["frontend_source"],
-                  "embedding_dim": speech.encoder.nhidden, "resolution": pipe.resolution}
+                  "embedding_dim": speech.encoder.nhidden, "resolution": pipe.resolution, "precision": precision}
 
 
 def _load_part(role: str, load: Callable[[], T]) -> T:
@@ -147,6 +153,8 @@ class InferenceConfig:
     samples: int = option(1, "images per input, <stem>_0.png ... <stem>_<samples-1>.png")
     seed: int = option(0, "random seed; the same seed gives the same images")
     device: str = option("auto", "auto = cuda when available, else cpu", choices=("auto", "cpu", "cuda"))
+    precision: str = option("fp32", "arithmetic of the encoder and the generator: fp32, bf16 (CUDA, or a CPU with "
+                            "native bf16), fp16 (CUDA), auto = bf16 where native, else fp32", choices=PRECISIONS)
     overwrite: bool = option(False, "replace existing <out>/<stem>_<k>.png")
     silence_dbfs: float = option(DEFAULT_SILENCE_DBFS, "refuse inputs whose RMS level is below this (dBFS)")
     # The original's architecture flags; the checkpoints' own settings are used when these are not given.
@@ -196,13 +204,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cfg, ns = parse_config(InferenceConfig, argv, __doc__.splitlines()[0])
     cfg.check_complete()
     device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
     out = Path(cfg.out)
     inputs = [Path(p) for p in cfg.wav]
     _targets(inputs, out, cfg.samples, cfg.overwrite)  # fail before loading models or recording
     pipe, info = load_speech_to_image(
         cfg.encoder, cfg.generator, device, frontend=cfg.frontend, frontend_explicit=explicit_keys(ns),
         bidirectional=cfg.bidirectional, rnn_layers=cfg.rnn_layers, branch_num=cfg.branch_num,
-        text_dim=cfg.text_dim, silence_dbfs=cfg.silence_dbfs)
+        text_dim=cfg.text_dim, silence_dbfs=cfg.silence_dbfs, precision=precision)
     t_loaded = time.perf_counter()
     recording = None
     if cfg.mic is not None:
@@ -238,7 +247,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     timing = {"load_s": t_loaded - t_start, "frontend_s": tm.frontend, "encoder_s": tm.encoder,
               "generator_s": tm.generator, "per_input_s": (t_end - t_run) / max(1, len(inputs)),
               "total_s": t_end - t_start}
-    print(f"timing: {len(inputs)} input(s), {len(written)} image(s) on {device}: loading {timing['load_s']:.2f} s, "
+    print(f"timing: {len(inputs)} input(s), {len(written)} image(s) on {device} ({precision}): loading {timing['load_s']:.2f} s, "
           f"front-end {tm.frontend:.3f} s, encoder {tm.encoder:.3f} s, generator {tm.generator:.3f} s, "
           f"{timing['per_input_s']:.3f} s per input from file to PNG, total {timing['total_s']:.2f} s")
     return {**info, "inputs": [str(p) for p in inputs], "images": written, "seed": cfg.seed, "samples": cfg.samples,

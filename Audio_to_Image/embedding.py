@@ -19,6 +19,10 @@ batch at full length in manifest order.
 
 An utterance shorter than one encoder step (64 frames) is embedded from its own first step
 (``encoder_steps`` clamps its length to 1), where the original took a neighbouring caption's embedding.
+
+**Precision.** ``precision`` (resolved by ``s2i.precision.resolve_precision``; fp32 by default) runs the
+encoder under autocast; the embeddings are summed and written in float32 whatever it is. With fp32 nothing
+changes; bf16 moves an embedding by 1-2 % of its norm (measured in ``tests/test_extract_audio_feature.py``).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from s2i.config import ConfigError, load_yaml, to_dict
 from s2i.data.manifests import Manifest, ManifestError, load_manifest
 from s2i.data.safe_pickle import save_pickle
 from s2i.files import write_json_atomic
+from s2i.precision import autocast, fp32_region, upcast
 
 SORT_WINDOW_BATCHES = 8
 """Clips are sorted by length within windows of this many batches (the whole split would not fit in memory)."""
@@ -119,7 +124,8 @@ def padded_frames(need: int, target_length: int) -> int:
 
 
 @torch.no_grad()
-def embed_batch(model: CNNRNN, specs: torch.Tensor, n_frames: torch.Tensor, full_steps: int) -> torch.Tensor:
+def embed_batch(model: CNNRNN, specs: torch.Tensor, n_frames: torch.Tensor, full_steps: int,
+                precision: str = "fp32") -> torch.Tensor:
     """Sentence embeddings of a batch that may be cut short of ``target_length`` (see module docstring).
 
     Args:
@@ -128,15 +134,18 @@ def embed_batch(model: CNNRNN, specs: torch.Tensor, n_frames: torch.Tensor, full
             reads (:func:`frames_needed` of its valid steps).
         n_frames: ``(B,)`` valid frame counts (before the //64 reduction).
         full_steps: encoder steps of a full-length input (``model.steps_for(target_length)``, 32).
+        precision: a resolved precision; the encoder runs under its autocast.
     Returns:
-        ``(B, nhidden)``: the sum of each clip's valid LSTM outputs over ``full_steps``, which is the
+        ``(B, nhidden)`` float32: the sum of each clip's valid LSTM outputs over ``full_steps``, which is the
         original's mean over all 32 steps with zeros past the length (docs/original.md#s5).
     """
     if model.training:
         raise ValueError("embed_batch needs the model in eval mode (BatchNorm must use its running statistics)")
     steps = encoder_steps(n_frames.to("cpu", torch.int64), full_steps)
-    words, _ = model(specs, steps)  # (B, nhidden, T/64), zeros past each clip's steps
-    return words.sum(dim=2) / full_steps
+    with autocast(precision, specs.device):
+        words, _ = model(specs, steps)  # (B, nhidden, T/64), zeros past each clip's steps
+    with fp32_region():
+        return upcast(words).sum(dim=2) / full_steps
 
 
 @dataclass
@@ -200,6 +209,7 @@ def embed_clips(
     length_batching: bool = True,
     progress: bool = True,
     desc: str = "embeddings",
+    precision: str = "fp32",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sentence embedding and valid frame count of every clip of ``paths``, in that order.
 
@@ -207,6 +217,7 @@ def embed_clips(
         model: the encoder in eval mode, on ``device``.
         paths: audio files.
         frontend: log-mel settings (``target_length`` = the full input length).
+        precision: a resolved precision for the encoder's passes (:func:`embed_batch`).
     Returns:
         ``(len(paths), nhidden)`` float32 and ``(len(paths),)`` int64 ``n_frames`` (before //64).
     Raises:
@@ -241,7 +252,7 @@ def embed_clips(
                 n = torch.tensor([c.n_frames for c in batch], dtype=torch.int64)
                 if pin:
                     x = x.pin_memory()
-                emb = embed_batch(model, x.to(device, non_blocking=pin), n, full_steps)
+                emb = embed_batch(model, x.to(device, non_blocking=pin), n, full_steps, precision)
                 idx = np.array([c.index for c in batch])
                 feats[idx] = emb.float().cpu().numpy()
                 lens[idx] = n.numpy()
@@ -399,7 +410,8 @@ def _read_sidecar(path: Path) -> dict[str, Any] | None:
 
 
 def extract_split(cfg: SplitSettings, split: str, model: CNNRNN, ckpt_info: dict[str, Any],
-                  frontend: FrontEndConfig, cache: FeatureCache | None, device: torch.device) -> dict[str, Any]:
+                  frontend: FrontEndConfig, cache: FeatureCache | None, device: torch.device,
+                  precision: str = "fp32") -> dict[str, Any]:
     """Embeds every caption of one split and writes the two pickles and the sidecar; returns a summary.
 
     Args:
@@ -408,6 +420,8 @@ def extract_split(cfg: SplitSettings, split: str, model: CNNRNN, ckpt_info: dict
         model: the encoder in eval mode, on ``device``.
         ckpt_info: the checkpoint's path, epoch, sha1 and format, recorded in the sidecar.
         frontend: log-mel settings; ``cache``: the log-mel cache, or None.
+        precision: the resolved precision of the encoder's passes, recorded in the sidecar's inputs (a
+            rerun in another precision recomputes); the pickles are float32 whatever it is.
     Returns:
         The output paths, ``shape`` ``[N, C, D]``, ``skipped`` (the sidecar matched), the short utterances'
         count and the seconds taken.
@@ -430,10 +444,14 @@ def extract_split(cfg: SplitSettings, split: str, model: CNNRNN, ckpt_info: dict
         "N": n_images,
         "C": n_caps,
         "D": dim,
+        "precision": precision,
     }
     summary = {"features": str(feat_path), "lens": str(lens_path), "sidecar": str(sidecar_path),
                "shape": [n_images, n_caps, dim]}
     old = _read_sidecar(sidecar_path)
+    if old is not None and isinstance(old.get("inputs"), dict):
+        # Sidecars written before --precision existed describe float32 runs.
+        old["inputs"] = {"precision": "fp32", **old["inputs"]}
     outputs_exist = feat_path.is_file() and lens_path.is_file()
     if old is not None and old.get("inputs") == inputs and outputs_exist and not cfg.force:
         log(f"{split}: {feat_path} is up to date ({sidecar_path.name} matches); skipped (--force recomputes)")
@@ -450,7 +468,8 @@ def extract_split(cfg: SplitSettings, split: str, model: CNNRNN, ckpt_info: dict
     log(f"{split}: {n_images} images x {n_caps} captions from {manifest.path}")
     feats, lens = embed_clips(model, paths, frontend, cache, device, batch_size=cfg.batch_size,
                               num_workers=min(cfg.num_workers, os.cpu_count() or 1),
-                              length_batching=cfg.length_batching, progress=cfg.progress, desc=f"{split} embeddings")
+                              length_batching=cfg.length_batching, progress=cfg.progress, desc=f"{split} embeddings",
+                              precision=precision)
     short = [str(paths[i]) for i in np.flatnonzero(lens < TIME_REDUCTION)]
     if short:
         listed = ", ".join(short[:MAX_LISTED]) + (f" (and {len(short) - MAX_LISTED} more)" if len(short) > MAX_LISTED
@@ -473,7 +492,7 @@ def extract_split(cfg: SplitSettings, split: str, model: CNNRNN, ckpt_info: dict
                     "features_shape": [n_images, n_caps, dim], "features_dtype": "float32",
                     "lens_shape": [n_images, n_caps], "lens_dtype": "int64",
                     "lens_meaning": "valid log-mel frames before the //64 reduction"},
-        "run": {"device": str(device), "batch_size": cfg.batch_size, "length_batching": cfg.length_batching,
+        "run": {"device": str(device), "precision": precision, "batch_size": cfg.batch_size, "length_batching": cfg.length_batching,
                 "feature_cache": cfg.feature_cache, "seconds": round(seconds, 3), "config": to_dict(cfg)},
     }, indent=1)
     log(f"{split}: wrote {feat_path} {tuple(feats.reshape(n_images, n_caps, dim).shape)} and {lens_path.name} "

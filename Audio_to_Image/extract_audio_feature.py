@@ -25,6 +25,10 @@ instead of one image's captions at a time, and an utterance shorter than one enc
 is embedded from its own first step (``encoder_steps`` clamps its length to 1) instead of taking a
 neighbouring caption's embedding; such utterances are counted and named in a warning.
 
+**Precision** (``--precision``, fp32 by default, the original's): bf16 runs the encoder under autocast
+(CUDA, or a CPU with native bf16; ``auto`` picks it where native); the pickles stay float32 and the
+sidecar records the precision (a rerun in another one recomputes).
+
 **Length batching** (``--length_batching``, on by default): clips are sorted by length and each batch is
 cut to the frames its longest clip actually reads, which is exact (the proof: ``Audio_to_Image/embedding.py``,
 the library of this stage). ``--no-length_batching`` runs every batch at full length in manifest order.
@@ -55,6 +59,7 @@ from s2i.config import ConfigError, option, parse_config, require
 from s2i.data.manifests import DATA_ROOTS, DATASETS
 from s2i.distributed import resolve_device
 from s2i.files import file_digest
+from s2i.precision import PRECISIONS, resolve_precision
 
 
 @dataclass
@@ -86,6 +91,9 @@ class ExtractConfig:
     feature_cache_dir: str | None = option(None, "log-mel cache folder (None = <data_root>/feature_cache)")
     length_batching: bool = option(True, "sort clips by length and cut each batch to the frames it reads "
                                    "(exact; off = every batch at full target_length)")
+    precision: str = option("fp32", "arithmetic of the encoder: fp32 (the original), bf16 (CUDA, or a CPU with native "
+                            "bf16), fp16 (CUDA), auto = bf16 where native, else fp32; the embeddings are written "
+                            "float32 either way", choices=PRECISIONS)
     force: bool = option(False, "recompute splits whose outputs are up to date")
     progress: bool = option(True, "show progress bars")
     frontend: FrontEndConfig = dataclasses.field(default_factory=FrontEndConfig)
@@ -124,6 +132,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """Parses the settings, loads the encoder and writes every split's embeddings; returns each split's summary."""
     cfg, ns = parse_config(ExtractConfig, argv, __doc__.splitlines()[0])
     device = _device(cfg)
+    precision = resolve_precision(cfg.precision, device)
     model, ckpt = load_encoder(cfg.model, device, cfg.bidirectional, cfg.rnn_layers)
     frontend, source = encoder_frontend(ckpt, cfg.model, cfg.frontend, explicit_keys(ns))
     check_frontend_fits(model, frontend)
@@ -132,14 +141,15 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
                  "format": "ours" if "model_args" in ckpt else "original"}
     log(f"speech encoder {cfg.model} (epoch {epoch}, {ckpt_info['format']} format): "
         f"{'bi' if model.num_dirs == 2 else 'uni'}directional, {model.rnn_layers} LSTM layer(s), D = {model.nhidden}; "
-        f"device {device}; front-end from {source} (target_length {frontend.target_length})")
+        f"device {device}, precision {precision}; front-end from {source} (target_length {frontend.target_length})")
     if cfg.dataset == "places" and not frontend.max_abs_norm and ckpt_info["format"] == "original":
         log("note: the original trained Places with max-abs normalised spectrograms but extracted without it; "
             "pass --frontend.max_abs_norm to match its training")
     cache = None
     if cfg.feature_cache == "on":
         cache = FeatureCache(cfg.feature_cache_dir or cfg.root / "feature_cache", frontend)
-    return {split: extract_split(cfg, split, model, ckpt_info, frontend, cache, device) for split in cfg.split_list}
+    return {split: extract_split(cfg, split, model, ckpt_info, frontend, cache, device, precision)
+            for split in cfg.split_list}
 
 
 def cli() -> None:

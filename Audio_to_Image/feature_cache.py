@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile
 from tqdm import tqdm
 
 from Audio_to_Image.audio import (
@@ -206,3 +207,27 @@ def load_features(path: PathType, cfg: FrontEndConfig, cache: FeatureCache | Non
             f"but config {cfg.cache_key()} was requested"
         )
     return cache.load(path)
+
+
+def header_frames(path: PathType, cfg: FrontEndConfig) -> int:
+    """The ``n_frames`` that :func:`load_features` gives for ``path``, from the audio file's header alone.
+
+    No decoding: the header's sample count, resampled to ``cfg.sample_rate`` the way
+    :func:`Audio_to_Image.audio.load_audio` does (librosa fixes the length to ``ceil(n * sr / native_sr)``),
+    through ``cfg.num_frames`` and capped at ``target_length``. Used to plan length-bucketed batches
+    before any sample is loaded; the batches themselves are cut from the loaded ``n_frames``, so a count
+    that were off would only make a bucket less tight.
+
+    Raises:
+        AudioError: the file is missing, its header unreadable, or it holds no samples.
+    """
+    try:
+        info = soundfile.info(str(path))
+    except Exception as exc:  # libsndfile reports every failure through several types
+        raise AudioError(path, f"cannot read its audio header ({type(exc).__name__}: {exc})") from exc
+    n = int(info.frames)
+    if n <= 0:
+        raise AudioError(path, "contains no samples")
+    if info.samplerate != cfg.sample_rate:
+        n = int(np.ceil(n * (float(cfg.sample_rate) / info.samplerate)))
+    return min(cfg.num_frames(n), cfg.target_length)

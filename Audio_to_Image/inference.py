@@ -50,12 +50,15 @@ class SpeechEmbedder:
         frontend: the log-mel settings the encoder was trained with.
         device: where the encoder runs.
         silence_dbfs: inputs quieter than this (RMS, dBFS) are refused.
+        precision: a resolved precision (``s2i.precision.resolve_precision``) for the encoder's pass; the
+            embedding is float32 whatever it is.
     """
 
     encoder: CNNRNN
     frontend: FrontEndConfig
     device: torch.device
     silence_dbfs: float = DEFAULT_SILENCE_DBFS
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         check_frontend_fits(self.encoder, self.frontend)
@@ -84,15 +87,17 @@ class SpeechEmbedder:
         return torch.from_numpy(np.ascontiguousarray(spec[None, :, :t])), n_frames
 
     def embed(self, spec: torch.Tensor, n_frames: int) -> torch.Tensor:
-        """``(1, n_mels, T)`` log-mel → ``(1, D)`` sentence embedding (docs/original.md#s5, as stage D computes it)."""
-        return embed_batch(self.encoder, spec.to(self.device), torch.tensor([n_frames]), self._full_steps)
+        """``(1, n_mels, T)`` log-mel → ``(1, D)`` float32 sentence embedding (docs/original.md#s5, as stage D
+        computes it in the same precision)."""
+        return embed_batch(self.encoder, spec.to(self.device), torch.tensor([n_frames]), self._full_steps,
+                           self.precision)
 
 
 
 def load_speech_embedder(path: str | Path, device: torch.device, *, frontend: FrontEndConfig | None = None,
                          frontend_explicit: set[str] | None = None, bidirectional: bool | None = None,
                          rnn_layers: int | None = None, silence_dbfs: float = DEFAULT_SILENCE_DBFS,
-                         flag: str = "--encoder") -> tuple[SpeechEmbedder, dict[str, Any]]:
+                         flag: str = "--encoder", precision: str = "fp32") -> tuple[SpeechEmbedder, dict[str, Any]]:
     """Rebuilds the encoder from its checkpoint alone.
 
     Args:
@@ -101,6 +106,7 @@ def load_speech_embedder(path: str | Path, device: torch.device, *, frontend: Fr
             ``rnn_layers`` are checked against it; the original's front-end defaults, docs/original.md#s4).
         frontend, frontend_explicit: ``--frontend.*`` values and which of them were given; those
             replace the checkpoint's (or the defaults).
+        precision: a resolved precision for the encoder's passes.
     Returns:
         (the embedder, a description: format and where the front-end settings came from).
     Raises:
@@ -109,7 +115,7 @@ def load_speech_embedder(path: str | Path, device: torch.device, *, frontend: Fr
     encoder, ckpt = load_encoder(path, device, bidirectional, rnn_layers, flag=flag)
     fe, source = encoder_frontend(ckpt, path, frontend or FrontEndConfig(), frontend_explicit or set())
     info = {"format": "ours" if "model_args" in ckpt else "original", "frontend_source": source}
-    return SpeechEmbedder(encoder, fe, device, silence_dbfs), info
+    return SpeechEmbedder(encoder, fe, device, silence_dbfs, precision), info
 
 
 class MicrophoneError(OSError):

@@ -119,14 +119,21 @@ class CNNRNN(nn.Module):
                 t = (t + 2 * p - k) // s + 1
         return t
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor, full_steps: int | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         """
         Args:
             x: log-mel spectrograms ``(B, n_filters, T)``, T = 2048 in the paper.
             lengths: valid encoder steps per clip ``(B,)`` in ``[1, T/64]`` (see :func:`encoder_steps`).
+            full_steps: for an input cut short of its nominal length (a length-bucketed batch, see
+                ``Audio_to_Image/embedding.py``): the encoder steps of the nominal input (32 for 2048
+                frames). The sentence embedding is then the sum of the valid steps divided by it, which is
+                what the mean over the nominal steps gives, since the LSTM outputs past a clip's length are
+                zeros. None (the default): the mean over the steps of ``x`` itself.
         Returns:
             ``words_emb (B, nhidden, T/64)`` (zeros past each length) and ``sent_emb (B, nhidden)``,
-            the mean over **all** T/64 steps, padding included (docs/original.md#s5 / §14 #12, kept for parity).
+            the mean over **all** T/64 steps, padding included (docs/original.md#s5 / §14 #12, kept for parity),
+            or over ``full_steps`` when given.
         """
         if x.dim() != 3 or x.shape[1] != self.n_filters:
             raise ValueError(f"CNNRNN expects (B, {self.n_filters}, T) spectrograms, got {tuple(x.shape)}")
@@ -141,7 +148,12 @@ class CNNRNN(nn.Module):
         out, _ = self.RNN(packed)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=steps)  # (B, T/64, nhidden)
         words_emb = out.transpose(1, 2)
-        sent_emb = out.mean(dim=1)
+        if full_steps is None:
+            sent_emb = out.mean(dim=1)
+        else:
+            if full_steps < steps:
+                raise ValueError(f"full_steps ({full_steps}) is fewer than the {steps} steps of the input")
+            sent_emb = out.sum(dim=1) / full_steps
         return words_emb, sent_emb
 
 

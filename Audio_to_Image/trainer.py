@@ -23,6 +23,7 @@ from Audio_to_Image.losses import LossWeights, encoder_loss
 from Audio_to_Image.speech_encoder import CNNRNN, encoder_steps
 from s2i.checkpoints import atomic_link, atomic_save
 from s2i.metrics.retrieval import speech_encoder_metrics
+from s2i.precision import autocast
 from s2i.rng import rng_state
 
 CHECKPOINT_FORMAT = "s2i.speech_encoder.v1"
@@ -36,13 +37,26 @@ def unwrap(model: torch.nn.Module) -> CNNRNN:
     return model.module if hasattr(model, "module") else model
 
 
-def _forward(model: torch.nn.Module, batch: dict, device: torch.device) -> tuple[torch.Tensor, ...]:
+def _forward(model: torch.nn.Module, batch: dict, device: torch.device, precision: str
+             ) -> tuple[torch.Tensor, ...]:
+    """``(a (B, D) float32 sentence embeddings, v (B, D) teacher features, y (B,) labels)`` of a batch.
+
+    The encoder runs under ``precision``'s autocast; ``a`` comes out float32 whatever it ran in, so the
+    losses see float32 (for fp32 it is the model's own output tensor). A length-bucketed batch, cut short
+    of ``full_frames`` (:class:`Audio_to_Image.datasets.CutToLongest`), is averaged over the nominal
+    step count, as the full-length batch would be.
+    """
+    net = unwrap(model)
     spec = batch["spec"].to(device, non_blocking=True)
-    steps = encoder_steps(batch["n_frames"], unwrap(model).steps_for(spec.shape[-1]))
-    _, a = model(spec, steps)
+    steps = encoder_steps(batch["n_frames"], net.steps_for(spec.shape[-1]))
+    with autocast(precision, device):
+        if "full_frames" in batch:
+            _, a = model(spec, steps, full_steps=net.steps_for(int(batch["full_frames"])))
+        else:
+            _, a = model(spec, steps)
     v = batch["image_feat"].to(device, non_blocking=True)
     y = batch["label"].to(device, non_blocking=True)
-    return a, v, y
+    return a.float(), v, y
 
 
 class _Averages:
@@ -111,6 +125,9 @@ class TrainSetup:
         show_progress: show a progress bar.
         prototypes: ``(K, D)`` class targets of the optional prototype loss (``weights.proto``).
         should_stop: asked after every batch; when it says yes the epoch ends there.
+        precision: ``fp32``, ``bf16`` or ``fp16`` (resolved, :func:`s2i.precision.resolve_precision`): the
+            forward pass runs under its autocast; losses, weights and optimizer state stay float32.
+        scaler: the gradient scaler (:func:`s2i.precision.grad_scaler`), used when it is enabled (fp16).
     """
 
     model: torch.nn.Module
@@ -124,6 +141,8 @@ class TrainSetup:
     show_progress: bool
     prototypes: torch.Tensor | None = None
     should_stop: Callable[[], bool] | None = None
+    precision: str = "fp32"
+    scaler: torch.amp.GradScaler | None = None
 
 
 def train_one_epoch(
@@ -149,16 +168,24 @@ def train_one_epoch(
     n_iter = progress.batches + len(setup.loader)
     bar = tqdm(setup.loader, desc=f"epoch {epoch:04d}/{setup.num_epochs:04d}", disable=not setup.show_progress,
                leave=False, mininterval=1.0, dynamic_ncols=True, initial=progress.batches, total=n_iter)
+    scaler = setup.scaler if setup.scaler is not None and setup.scaler.is_enabled() else None
     for batch in bar:
         it = progress.batches
-        a, v, y = _forward(setup.model, batch, setup.device)
+        a, v, y = _forward(setup.model, batch, setup.device, setup.precision)
         a.retain_grad()
         loss, terms = encoder_loss(a, v, y, setup.weights, setup.prototypes)
         _check_finite(loss, terms, epoch, it)
         setup.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        setup.optimizer.step()
-        grad_mean = a.grad.abs().mean().item() if a.grad is not None else 0.0
+        if scaler is None:
+            loss.backward()
+            setup.optimizer.step()
+            grad_scale = 1.0
+        else:
+            scaler.scale(loss).backward()
+            grad_scale = float(scaler.get_scale())
+            scaler.step(setup.optimizer)  # skipped (and the scale lowered) when a gradient overflowed
+            scaler.update()
+        grad_mean = a.grad.abs().mean().item() / grad_scale if a.grad is not None else 0.0
         values = {"loss": loss.item(), **{k: t.item() for k, t in terms.items()}, "grad_mean": grad_mean}
         avg.add(values, y.shape[0])
         progress.batches += 1
@@ -189,13 +216,14 @@ def _check_finite(loss: torch.Tensor, terms: dict[str, torch.Tensor], epoch: int
 @torch.no_grad()
 def evaluate(
     model: torch.nn.Module, loader: torch.utils.data.DataLoader, weights: LossWeights, device: torch.device,
-    *, k: int = 50, show_progress: bool = False,
+    *, k: int = 50, show_progress: bool = False, precision: str = "fp32",
 ) -> dict[str, float]:
     """Validation loss and the retrieval metrics of docs/original.md#s9 plus class-level R@K and mAP.
 
     One caption and one view per test image, drawn by the dataset's seeded choices, so every
     evaluation of a run sees the same pairs (the original re-drew them each time). The validation loss
-    leaves the prototype term out: test classes need not be training classes (CUB's split).
+    leaves the prototype term out: test classes need not be training classes (CUB's split). The forward
+    pass runs under ``precision`` (as training), the losses and metrics on float32 embeddings.
     """
     weights = dataclasses.replace(weights, proto=False)
     net = unwrap(model)
@@ -203,7 +231,7 @@ def evaluate(
     avg = _Averages()
     embs, feats, labels = [], [], []
     for batch in tqdm(loader, desc="eval", disable=not show_progress, leave=False):
-        a, v, y = _forward(net, batch, device)
+        a, v, y = _forward(net, batch, device, precision)
         loss, terms = encoder_loss(a, v, y, weights)
         avg.add({"loss": loss.item(), **{kk: t.item() for kk, t in terms.items()}}, y.shape[0])
         embs.append(a.float().cpu().numpy())
@@ -232,15 +260,21 @@ def checkpoint_dict(
     metrics: dict | None,
     best_accu: float,
     mid_epoch: EpochProgress | None = None,
+    precision: str = "fp32",
+    scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, Any]:
     """One dict: a superset of the original ``{'meta': {'epoch'}, 'state_dict'}`` (docs/original.md#s7-4).
 
     ``epoch`` is the last complete epoch. A run stopped part-way through the next one (Ctrl-C) saves
     that epoch's :class:`EpochProgress` as ``mid_epoch``; its weights are then from that point, and
-    ``--resume`` continues with the next batch.
+    ``--resume`` continues with the next batch. ``precision`` is the arithmetic the run resolved
+    (``fp32``/``bf16``/``fp16``; the config keeps what was asked, e.g. ``auto``); an enabled gradient
+    scaler (fp16) is saved as ``grad_scaler``.
     """
     state = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
-    extra = {"mid_epoch": mid_epoch.to_dict()} if mid_epoch is not None else {}
+    extra: dict[str, Any] = {"mid_epoch": mid_epoch.to_dict()} if mid_epoch is not None else {}
+    if scaler is not None and scaler.is_enabled():
+        extra["grad_scaler"] = scaler.state_dict()
     return {
         "format": CHECKPOINT_FORMAT,
         "meta": {"epoch": epoch},
@@ -253,6 +287,7 @@ def checkpoint_dict(
         "scheduler": scheduler.state_dict(),
         "metrics": metrics or {},
         "best_accu": best_accu,
+        "precision": precision,
         "rng": rng_state(),
         **extra,
     }

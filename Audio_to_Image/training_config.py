@@ -16,6 +16,7 @@ from Audio_to_Image.augment import SpecAugmentConfig
 from Audio_to_Image.losses import LossWeights
 from s2i.config import option, require
 from s2i.data.manifests import DATA_ROOTS, DATASETS
+from s2i.precision import PRECISIONS
 
 
 @dataclass
@@ -66,6 +67,12 @@ class EncoderTrainConfig:
     feature_cache_dir: str | None = option(None, "log-mel cache folder (default <data_root>/feature_cache)")
     reshuffle_each_epoch: bool = option(True, "call DistributedSampler.set_epoch (False = the original's "
                                         "identical order every epoch)")
+    bucket_by_length: bool = option(False, "batches of clips of similar length, each cut to the frames its "
+                                    "longest clip can influence (faster; off in the paper presets because "
+                                    "BatchNorm's training statistics then see less padding than the original's)")
+    precision: str = option("fp32", "arithmetic of the encoder's forward/backward: fp32 (the original), bf16 "
+                            "(where native), fp16 (CUDA, with a gradient scaler), auto (bf16 where native, else "
+                            "fp32); weights, optimizer and losses stay float32", choices=PRECISIONS)
     recall_topk: int = option(50, "k of the paper's precision@k ('ap50')")
     tensorboard: bool = option(True, "also log to TensorBoard when it is installed")
     progress: bool = option(True, "show progress bars")

@@ -30,6 +30,9 @@ OUTPUT_ROOT = Path("./output/StackGAN")
 # and 'imagenet' (upstream's unconditional datasets) have no speech embeddings and are not supported.
 DATA_DIR_MARKERS = (("Places", "places"), ("flowers", "flowers"), ("birds", "birds"), ("shapes", "shapes"))
 
+# s2i.precision.PRECISIONS, spelt out so that reading a config does not import torch.
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+
 
 @dataclass
 class TreeConfig:
@@ -147,6 +150,12 @@ class GanConfig:
     cache_images: bool = option(False, "ours: keep the decoded training images in memory after the first epoch "
                                 "(same samples, less time; for small datasets such as shapes)")
     eval_samples_per_caption: int = option(1, "images generated per test caption in evaluation")
+    precision: str = option("fp32", "arithmetic of G's and every D's passes in training and generation: fp32 (the "
+                            "paper), bf16 (CUDA, or a CPU with native bf16), fp16 (CUDA only, with a gradient "
+                            "scaler), auto = bf16 where native, else fp32; weights, optimizer state, moving average "
+                            "and losses stay float32 (s2i/precision.py)", choices=PRECISIONS)
+    channels_last: bool = option(False, "keep G's and every D's convolution weights and images in channels-last "
+                                 "(NHWC) memory order (same model, other kernels; see benchmarks/gan_step.py)")
     progress: bool = option(True, "show progress bars")
     tensorboard: bool = option(True, "also log to TensorBoard when it is installed")
 

@@ -5,6 +5,11 @@ weight of the unconditional terms (TRAIN.COEFF.UNCOND_LOSS, 1.0 in the birds con
 generator's CA outputs ``(B, ef)``. BCE is taken on the sigmoid outputs, as the original does; with
 ``logits=True`` the discriminator skips its sigmoid and BCE-with-logits is used instead, which is the
 numerically safe form under mixed precision (docs/original.md#s15) and equal up to rounding.
+
+Mixed precision: the functions that call a discriminator may run under ``torch.autocast`` (the trainer
+does with ``--precision bf16``/``fp16``); D's passes then compute in 16 bits, while every loss turns
+its 16-bit inputs to float32 and computes with autocast off (``s2i.precision.upcast``, ``fp32_region``).
+Without autocast that is a no-op: float32 (and float64) inputs are used as they are.
 """
 
 from __future__ import annotations
@@ -15,14 +20,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from s2i.precision import fp32_region, upcast
+
 COLOUR_COVARIANCE_WEIGHT = 5.0
 """Upstream StackGAN-v2 weighs the covariance term of the colour-consistency loss 5× the mean term."""
 
 
 def _bce(out: torch.Tensor, target: float, logits: bool) -> torch.Tensor:
-    """Mean BCE of scores ``out (B,)`` against a constant label (1 real, 0 fake)."""
-    t = torch.full_like(out, target)
-    return F.binary_cross_entropy_with_logits(out, t) if logits else F.binary_cross_entropy(out, t)
+    """Mean BCE of scores ``out (B,)`` against a constant label (1 real, 0 fake), in float32."""
+    with fp32_region():
+        out = upcast(out)
+        t = torch.full_like(out, target)
+        return F.binary_cross_entropy_with_logits(out, t) if logits else F.binary_cross_entropy(out, t)
 
 
 def discriminator_loss(
@@ -91,7 +100,9 @@ def auxiliary_class_loss(D: nn.Module, x_code: torch.Tensor, labels: torch.Tenso
     Returns:
         Scalar mean cross-entropy.
     """
-    return F.cross_entropy(D.classify(x_code), labels.to(x_code.device))
+    class_logits = D.classify(x_code)
+    with fp32_region():
+        return F.cross_entropy(upcast(class_logits), labels.to(x_code.device))
 
 
 def generator_adv_loss(
@@ -132,7 +143,9 @@ def kl_loss(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
     The mean runs over all ``B × ef`` elements, as the original's ``KL_loss`` (not a sum over ef).
     """
-    return -0.5 * torch.mean(1 + logvar - mu.pow(2) - logvar.exp())
+    with fp32_region():
+        mu, logvar = upcast(mu), upcast(logvar)
+        return -0.5 * torch.mean(1 + logvar - mu.pow(2) - logvar.exp())
 
 
 def class_aware_loss(x_code: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -151,14 +164,16 @@ def class_aware_loss(x_code: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
         Scalar loss.
     """
     b, n = x_code.shape
-    labels = labels.to(x_code.device)
-    g = x_code @ x_code.t()
-    eye = torch.eye(b, dtype=torch.bool, device=x_code.device)
-    pairs = (labels[:, None] == labels[None, :]) & ~eye
-    count = pairs.sum()
-    pair_mean = torch.where(pairs, g, torch.zeros_like(g)).sum() / count.clamp(min=1)
-    loss = F.relu(g.mean() - pair_mean) / n
-    return torch.where(count > 0, loss, torch.zeros_like(loss))
+    with fp32_region():
+        x_code = upcast(x_code)
+        labels = labels.to(x_code.device)
+        g = x_code @ x_code.t()
+        eye = torch.eye(b, dtype=torch.bool, device=x_code.device)
+        pairs = (labels[:, None] == labels[None, :]) & ~eye
+        count = pairs.sum()
+        pair_mean = torch.where(pairs, g, torch.zeros_like(g)).sum() / count.clamp(min=1)
+        loss = F.relu(g.mean() - pair_mean) / n
+        return torch.where(count > 0, loss, torch.zeros_like(loss))
 
 
 def faithful_cal_weight(cal_loss_coeff: float) -> float:
@@ -194,9 +209,10 @@ def colour_consistency_loss(img_small: torch.Tensor, img_large: torch.Tensor) ->
         img_small: images of branch i ``(B, 3, R, R)``.
         img_large: images of branch i+1 ``(B, 3, 2R, 2R)``.
     """
-    mu_s, cov_s = compute_mean_covariance(img_small.detach())
-    mu_l, cov_l = compute_mean_covariance(img_large)
-    return F.mse_loss(mu_l, mu_s) + COLOUR_COVARIANCE_WEIGHT * F.mse_loss(cov_l, cov_s)
+    with fp32_region():
+        mu_s, cov_s = compute_mean_covariance(upcast(img_small.detach()))
+        mu_l, cov_l = compute_mean_covariance(upcast(img_large))
+        return F.mse_loss(mu_l, mu_s) + COLOUR_COVARIANCE_WEIGHT * F.mse_loss(cov_l, cov_s)
 
 
 def teacher_feature_loss(fake_feats: torch.Tensor, target_feats: torch.Tensor, dims: Sequence[int]) -> torch.Tensor:
@@ -221,10 +237,12 @@ def teacher_feature_loss(fake_feats: torch.Tensor, target_feats: torch.Tensor, d
     if fake_feats.shape != target_feats.shape or fake_feats.shape[-1] != sum(dims):
         raise ValueError(f"teacher_feature_loss: fake {tuple(fake_feats.shape)} and target "
                          f"{tuple(target_feats.shape)} features must both be (B, {sum(dims)})")
-    target = target_feats.to(fake_feats)
-    terms = [1 - F.cosine_similarity(f, t, dim=1, eps=1e-8).mean()
-             for f, t in zip(fake_feats.split(list(dims), dim=1), target.split(list(dims), dim=1))]
-    return torch.stack(terms).mean()
+    with fp32_region():
+        fake_feats = upcast(fake_feats)
+        target = target_feats.to(fake_feats)
+        terms = [1 - F.cosine_similarity(f, t, dim=1, eps=1e-8).mean()
+                 for f, t in zip(fake_feats.split(list(dims), dim=1), target.split(list(dims), dim=1))]
+        return torch.stack(terms).mean()
 
 
 def generator_loss(
@@ -278,7 +296,7 @@ def generator_loss(
         raise ValueError("generator_loss: the auxiliary class loss (aux_weight > 0) needs class_index")
     if teacher_weight > 0 and (teacher is None or teacher_target is None):
         raise ValueError("generator_loss: the teacher loss (teacher_weight > 0) needs teacher and teacher_target")
-    total = fake_imgs[0].new_zeros(())
+    total = fake_imgs[0].new_zeros((), dtype=torch.promote_types(fake_imgs[0].dtype, torch.float32))
     parts: dict = {"adv": [], "cal": [], "aux": [], "kl": None, "colour": None, "teacher": None}
     for D, fake in zip(netsD, fake_imgs):
         adv, x_code = generator_adv_loss(D, fake, mu, uncond_weight, logits=logits, return_code=True)

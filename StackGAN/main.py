@@ -8,6 +8,10 @@ Generate:  python StackGAN/main.py --cfg ./StackGAN/cfg/eval_birds.yml --audio_s
 
 Settings: defaults ← ``--cfg FILE`` (the original's YAML keys) ← flags.
 
+``--precision bf16`` (or ``auto``, as the shapes presets set it) runs G and the discriminators under autocast
+where the device computes bf16 natively; ``fp32``, the default, is the original's arithmetic (docs/stages.md,
+"Precision").
+
 Ctrl-C (or SIGTERM) finishes the current step, saves a snapshot at that step and exits with status 130
 (143); ``--resume <run>/Model/latest.pth`` continues exactly.
 

@@ -10,7 +10,9 @@ or a number:
 * one :class:`D_NET` parametrised by resolution instead of D_NET64/128/256;
 * ``torch.randn_like`` for the conditioning-augmentation noise (docs/original.md#bug-28), so CPU and CUDA work;
 * an option to take ``c = μ`` (no sampling) and an option to read the discriminators' pre-sigmoid
-  logits, for BCE-with-logits under mixed precision (docs/original.md#s15).
+  logits, for BCE-with-logits under mixed precision (docs/original.md#s15);
+* under ``torch.autocast`` (``--precision bf16``/``fp16``) the conditioning augmentation still computes
+  in float32, so μ, logσ², the noise it draws and c are float32 in every precision.
 
 Upsampling is nearest-neighbour, where ``align_corners`` does not apply (PyTorch rejects it).
 """
@@ -23,6 +25,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from s2i.precision import fp32_region, upcast
 
 BASE_SIZE = 64
 """Resolution of the first branch; branch i (0-based) generates ``64·2^i`` pixels."""
@@ -135,7 +139,8 @@ class CANet(nn.Module):
     """Conditioning augmentation (the original's ``CA_NET``, docs/original.md#s11-3).
 
     ``GLU(Linear(t_dim → 4·ef))`` gives ``2·ef`` values: ``μ = x[:, :ef]``, ``logσ² = x[:, ef:]``, and
-    ``c = μ + ε·exp(½ logσ²)`` with ε ~ N(0, I).
+    ``c = μ + ε·exp(½ logσ²)`` with ε ~ N(0, I). Always in float32, also under autocast: a 16-bit logσ²
+    would put its rounding into exp and into the KL term, for a layer that costs nothing.
 
     Args:
         text_dim: size of the conditioning embedding (the speech embedding, 1024 in the paper).
@@ -148,8 +153,9 @@ class CANet(nn.Module):
         self.fc = nn.Linear(text_dim, embedding_dim * 4, bias=True)
 
     def encode(self, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``emb (B, t_dim) → μ (B, ef), logσ² (B, ef)``."""
-        x = F.glu(self.fc(emb), 1)
+        """``emb (B, t_dim) → μ (B, ef), logσ² (B, ef)``, float32."""
+        with fp32_region():
+            x = F.glu(self.fc(upcast(emb)), 1)
         return x[:, : self.ef_dim], x[:, self.ef_dim :]
 
     def forward(
@@ -162,8 +168,9 @@ class CANet(nn.Module):
         mu, logvar = self.encode(emb)
         if not sample:
             return mu, mu, logvar
-        std = torch.exp(0.5 * logvar)
-        return mu + torch.randn_like(std) * std, mu, logvar
+        with fp32_region():
+            std = torch.exp(0.5 * logvar)
+            return mu + torch.randn_like(std) * std, mu, logvar
 
 
 class InitStageG(nn.Module):

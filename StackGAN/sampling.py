@@ -21,15 +21,17 @@ from s2i.checkpoints import load_checkpoint
 from s2i.config import ConfigError
 from s2i.data.naming import generated_name
 from s2i.grids import save_png, to_uint8
+from s2i.precision import autocast, resolve_precision
 from StackGAN.config import GanConfig
 from StackGAN.datasets import dataset_from_config
 from StackGAN.model import G_NET, load_original_generator
 from StackGAN.trainer import generate
 
 
-def load_generator_for_eval(path: str | Path, device: torch.device, overrides: dict | None = None
-                            ) -> tuple[G_NET, int]:
-    """The averaged G of our snapshot, or an original ``netG_<N>.pth``; returns (G, step)."""
+def load_generator_for_eval(path: str | Path, device: torch.device, overrides: dict | None = None, *,
+                            channels_last: bool = False) -> tuple[G_NET, int]:
+    """The averaged G of our snapshot, or an original ``netG_<N>.pth``, in eval mode on ``device`` (its
+    weights float32; channels-last with ``channels_last``); returns (G, step)."""
     ckpt = load_checkpoint(path)
     if ckpt.get("format") == "s2i.stackgan.v1":
         G = G_NET(**ckpt["G_args"], init_weights=False)
@@ -39,7 +41,10 @@ def load_generator_for_eval(path: str | Path, device: torch.device, overrides: d
         G = load_original_generator(path, **(overrides or {}))
         match = re.search(r"netG_(\d+)\.pth$", str(path))
         step = int(match.group(1)) if match else 0
-    return G.to(device).eval(), step
+    G = G.to(device)
+    if channels_last:
+        G = G.to(memory_format=torch.channels_last)
+    return G.eval(), step
 
 
 def generate_test_set(cfg: GanConfig, dist: distributed.DistInfo) -> dict:
@@ -49,26 +54,31 @@ def generate_test_set(cfg: GanConfig, dist: distributed.DistInfo) -> dict:
 
     Each batch's embeddings ``(B, C, D)`` give, per caption ``i`` and sample ``k``, noise ``(B, z_dim)``
     drawn after ``torch.manual_seed(hash((seed, batch, i, k)) % 2**31)`` and one ``(B, 3, r, r)`` image
-    batch per resolution ``r``. Only rank 0 writes; the others return ``{}``.
+    batch per resolution ``r``. G runs under ``--precision``'s autocast; the PNGs are 8-bit as always (from
+    float32 images). Only rank 0 writes; the others return ``{}``.
     """
     if not cfg.TRAIN.NET_G:
         raise ConfigError("evaluation needs a generator: pass --eval_net_g PATH (or TRAIN.NET_G in the --cfg file)")
+    precision = resolve_precision(cfg.precision, dist.device)
     G, step = load_generator_for_eval(cfg.TRAIN.NET_G, dist.device,
-                                      {"branch_num": cfg.TREE.BRANCH_NUM, "text_dim": cfg.TEXT.DIMENSION})
+                                      {"branch_num": cfg.TREE.BRANCH_NUM, "text_dim": cfg.TEXT.DIMENSION},
+                                      channels_last=cfg.channels_last)
     ds = dataset_from_config(cfg)
     out = Path(cfg.TRAIN.NET_G).parent / f"iteration{step}"
     if not dist.is_main:
         return {}
-    loader = DataLoader(ds, batch_size=cfg.TRAIN.BATCH_SIZE, shuffle=False, num_workers=min(cfg.WORKERS, 8))
+    cuda = dist.device.type == "cuda"
+    loader = DataLoader(ds, batch_size=cfg.TRAIN.BATCH_SIZE, shuffle=False, num_workers=min(cfg.WORKERS, 8),
+                        pin_memory=cuda)
     written = 0
     res = [cfg.TREE.BASE_SIZE * 2**i for i in range(G.args["branch_num"])]
     for b, batch in enumerate(tqdm(loader, desc="generate", disable=not cfg.progress)):
-        embs = batch["embeddings"].to(dist.device)  # (B, C, D)
+        embs = batch["embeddings"].to(dist.device, non_blocking=cuda)  # (B, C, D)
         for i in range(embs.shape[1]):
             for k in range(cfg.eval_samples_per_caption):
                 torch.manual_seed(hash((cfg.seed, b, i, k)) % (2**31))
                 noise = torch.randn(embs.shape[0], G.args["z_dim"], device=dist.device)
-                with torch.no_grad():
+                with torch.no_grad(), autocast(precision, dist.device):
                     imgs, _, _ = G(noise, embs[:, i])
                 for r, img in zip(res, imgs):
                     arrs = to_uint8(img)
@@ -78,7 +88,7 @@ def generate_test_set(cfg: GanConfig, dist: distributed.DistInfo) -> dict:
                         save_png(pic, out / f"flat_{r}" / generated_name(key, i, k))
                         written += 1
     summary = {"generator": str(cfg.TRAIN.NET_G), "step": step, "images": written, "out": str(out),
-               "resolutions": res}
+               "resolutions": res, "precision": precision}
     print(f"generated {written} images ({len(ds)} test images x {ds.captions_per_image} captions x "
           f"{len(res)} resolutions) under {out}")
     return summary
@@ -91,8 +101,9 @@ def sample_seed(seed: int, k: int) -> int:
 
 
 @torch.no_grad()
-def sample_images(G: G_NET, emb: torch.Tensor, seed: int, samples: int = 1) -> torch.Tensor:
-    """``(1, D)`` embedding → ``(samples, 3, R, R)`` images in [−1, 1] at G's largest resolution.
+def sample_images(G: G_NET, emb: torch.Tensor, seed: int, samples: int = 1, precision: str = "fp32") -> torch.Tensor:
+    """``(1, D)`` embedding → ``(samples, 3, R, R)`` float32 images in [−1, 1] at G's largest resolution, G
+    running under ``precision``'s autocast (a resolved precision).
 
     Sample ``k`` uses the torch seed :func:`sample_seed` ``(seed, k)`` for its noise and its
     conditioning-augmentation draw (which the original samples in eval mode too, docs/original.md#s11-7), inside a
@@ -107,5 +118,5 @@ def sample_images(G: G_NET, emb: torch.Tensor, seed: int, samples: int = 1) -> t
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(sample_seed(seed, k))
             noise = torch.randn(1, G.z_dim, device=device)
-            out.append(generate(G, noise, emb)[-1])
+            out.append(generate(G, noise, emb, precision=precision)[-1])
     return torch.cat(out)

@@ -4,6 +4,13 @@ No argparse and no files beyond what the caller asks to save; ``StackGAN/trainin
 Distributed training averages gradients by hand after each backward pass (rather than wrapping every
 network in DDP): D is called three times per loss and G's loss backpropagates through every D, which
 plain all-reduces handle without special cases.
+
+Precision (``GanState.precision``, ``s2i/precision.py``): with ``fp32`` a step is the original's arithmetic,
+op for op. With ``bf16``/``fp16`` the forward passes of G and every D run under autocast, the discriminators'
+scores are taken before the sigmoid (BCE-with-logits, the form that is safe in 16 bits) and every loss is
+computed in float32 (``StackGAN/losses.py``); the backward passes, the optimizers, the weights and the moving
+average stay float32. fp16 adds a gradient scaler (one for the step: each optimizer's gradients are
+unscaled at its own ``step``, and the scale is updated once, after G's).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from s2i.precision import autocast, grad_scaler, upcast
 from s2i.rng import rng_state, set_rng_state
 from StackGAN.losses import discriminator_loss, generator_loss
 from StackGAN.model import D_NET, G_NET
@@ -36,7 +44,9 @@ class LossSettings:
 
 @dataclass
 class GanState:
-    """Everything a snapshot holds: live G, its moving average, every D and every optimizer, the step."""
+    """Everything a snapshot holds: live G, its moving average, every D and every optimizer, the step; and
+    how a step computes: ``precision`` (resolved: fp32, bf16 or fp16), its gradient scaler (active for
+    fp16 only) and whether images are fed channels-last."""
 
     G: G_NET
     netsD: nn.ModuleList
@@ -44,14 +54,21 @@ class GanState:
     optsD: list[torch.optim.Optimizer]
     ema: list[torch.Tensor] = field(default_factory=list)
     step: int = 0
+    precision: str = "fp32"
+    scaler: torch.amp.GradScaler = field(default_factory=lambda: grad_scaler("fp32", torch.device("cpu")))
+    channels_last: bool = False
 
     @classmethod
-    def create(cls, G: G_NET, netsD: nn.ModuleList, lr_g: float, lr_d: float) -> GanState:
-        """Adam(lr, betas (0.5, 0.999)) for G and each D, no decay (docs/original.md#s11-6)."""
+    def create(cls, G: G_NET, netsD: nn.ModuleList, lr_g: float, lr_d: float, *, precision: str = "fp32",
+               channels_last: bool = False) -> GanState:
+        """Adam(lr, betas (0.5, 0.999)) for G and each D, no decay (docs/original.md#s11-6); float32 weights
+        and optimizer state whatever ``precision`` (a resolved one, ``s2i.precision.resolve_precision``)."""
         optG = torch.optim.Adam(G.parameters(), lr=lr_g, betas=(0.5, 0.999))
         optsD = [torch.optim.Adam(D.parameters(), lr=lr_d, betas=(0.5, 0.999)) for D in netsD]
         ema = [p.detach().clone() for p in G.parameters()]
-        return cls(G, netsD, optG, optsD, ema)
+        device = next(G.parameters()).device
+        return cls(G, netsD, optG, optsD, ema, precision=precision, scaler=grad_scaler(precision, device),
+                   channels_last=channels_last)
 
 
 def broadcast_module(module: nn.Module) -> None:
@@ -101,7 +118,9 @@ def averaged_weights(G: nn.Module, ema: list[torch.Tensor], restore: bool = True
                     p.copy_(b)
 
 
-def _to(batch_images, device) -> list[torch.Tensor]:
+def _to(batch_images, device, channels_last: bool = False) -> list[torch.Tensor]:
+    if channels_last:
+        return [x.to(device, non_blocking=True, memory_format=torch.channels_last) for x in batch_images]
     return [x.to(device, non_blocking=True) for x in batch_images]
 
 
@@ -111,9 +130,11 @@ def train_step(state: GanState, batch: dict, losses: LossSettings, device: torch
 
     With ``losses.teacher > 0``, ``teacher`` is the frozen feature network of the teacher loss and
     ``batch["teacher_target"]`` holds its features of each caption's real image ``(B, Σ teacher.dims)``.
+    ``state.precision`` other than fp32 runs the forward passes under autocast (module docstring); the
+    random draws and the order of the updates are the same in every precision.
     """
-    real = _to(batch["imgs"], device)
-    wrong = _to(batch["wrong_imgs"], device)
+    real = _to(batch["imgs"], device, state.channels_last)
+    wrong = _to(batch["wrong_imgs"], device, state.channels_last)
     emb = batch["embedding"].to(device, non_blocking=True)
     labels = batch["label"].to(device, non_blocking=True)
     aux = {}
@@ -121,26 +142,34 @@ def train_step(state: GanState, batch: dict, losses: LossSettings, device: torch
         aux = {"aux_weight": losses.aux, "labels": batch["class_index"].to(device, non_blocking=True),
                "wrong_labels": batch["wrong_class_index"].to(device, non_blocking=True)}
     b = emb.shape[0]
+    # fp32: autocast is a null context and the scaler a pass-through, so this is the original's step.
+    mixed = state.precision != "fp32"
+    scaler = state.scaler
     noise = torch.randn(b, z_dim, device=device)
-    fake, mu, logvar = state.G(noise, emb)
+    with autocast(state.precision, device):
+        fake, mu, logvar = state.G(noise, emb)
     out: dict[str, float] = {}
     for i, (D, opt) in enumerate(zip(state.netsD, state.optsD)):
-        err = discriminator_loss(D, real[i], wrong[i], fake[i], mu, losses.uncond, **aux)
+        with autocast(state.precision, device):
+            err = discriminator_loss(D, real[i], wrong[i], fake[i], mu, losses.uncond, logits=mixed, **aux)
         _check_finite(f"D_loss{i}", err, state.step + 1)
         opt.zero_grad(set_to_none=True)
-        err.backward()
+        scaler.scale(err).backward()
         _average_gradients(D)
-        opt.step()
+        scaler.step(opt)
         out[f"D_loss{i}"] = err.item()
-    total, parts = generator_loss(state.netsD, fake, mu, logvar, labels, uncond_weight=losses.uncond,
-                                  kl_weight=losses.kl, cal_weight=losses.cal, colour_weight=losses.colour,
-                                  aux_weight=losses.aux, class_index=aux.get("labels"), teacher=teacher,
-                                  teacher_target=batch.get("teacher_target"), teacher_weight=losses.teacher)
+    with autocast(state.precision, device):
+        total, parts = generator_loss(state.netsD, fake, mu, logvar, labels, uncond_weight=losses.uncond,
+                                      kl_weight=losses.kl, cal_weight=losses.cal, colour_weight=losses.colour,
+                                      aux_weight=losses.aux, class_index=aux.get("labels"), logits=mixed,
+                                      teacher=teacher, teacher_target=batch.get("teacher_target"),
+                                      teacher_weight=losses.teacher)
     _check_finite("G_total", total, state.step + 1)
     state.optG.zero_grad(set_to_none=True)
-    total.backward()
+    scaler.scale(total).backward()
     _average_gradients(state.G)
-    state.optG.step()
+    scaler.step(state.optG)
+    scaler.update()
     update_ema(state.ema, state.G, ema_decay)
     state.step += 1
     for i, adv in enumerate(parts["adv"]):
@@ -168,19 +197,29 @@ def _check_finite(name: str, loss: torch.Tensor, step: int) -> None:
 
 
 @torch.no_grad()
-def generate(G: G_NET, noise: torch.Tensor, emb: torch.Tensor, *, use_mu: bool = False) -> list[torch.Tensor]:
-    """Images of every branch for fixed inputs, in eval mode (BN running statistics); G's mode is restored."""
+def generate(G: G_NET, noise: torch.Tensor, emb: torch.Tensor, *, use_mu: bool = False,
+             precision: str = "fp32") -> list[torch.Tensor]:
+    """Images of every branch for fixed inputs, in eval mode (BN running statistics); G's mode is restored.
+
+    Args:
+        noise: ``(B, z_dim)``; emb: ``(B, text_dim)``.
+        precision: a resolved precision; G runs under its autocast.
+    Returns:
+        One ``(B, 3, R_i, R_i)`` batch per branch, in [−1, 1]; float32 also under bf16/fp16.
+    """
     was_training = G.training
     G.eval()
     try:
-        imgs, _, _ = G(noise, emb, use_mu=use_mu)
+        with autocast(precision, noise.device):
+            imgs, _, _ = G(noise, emb, use_mu=use_mu)
     finally:
         G.train(was_training)
-    return imgs
+    return [upcast(img) for img in imgs]
 
 
 def _cpu(sd: dict) -> dict:
-    return {k: v.detach().cpu() for k, v in sd.items()}
+    # contiguous(): a channels-last model's weights are stored in the usual order (a no-op otherwise).
+    return {k: v.detach().cpu().contiguous() for k, v in sd.items()}
 
 
 def snapshot_dict(state: GanState, *, epoch: int, config: dict, extra: dict | None = None) -> dict:
@@ -188,7 +227,8 @@ def snapshot_dict(state: GanState, *, epoch: int, config: dict, extra: dict | No
     arguments and the config, plus the RNG states so a resumed run continues identically."""
     ema_sd = _cpu(state.G.state_dict())
     for (name, _), avg in zip(state.G.named_parameters(), state.ema):
-        ema_sd[name] = avg.detach().cpu().clone()
+        ema_sd[name] = avg.detach().cpu().contiguous().clone()
+    scaler = {"scaler": state.scaler.state_dict()} if state.scaler.is_enabled() else {}
     return {
         "format": SNAPSHOT_FORMAT,
         "step": state.step,
@@ -202,6 +242,8 @@ def snapshot_dict(state: GanState, *, epoch: int, config: dict, extra: dict | No
         "optD": [o.state_dict() for o in state.optsD],
         "config": config,
         "rng": rng_state(),
+        "precision": state.precision,
+        **scaler,
         **(extra or {}),
     }
 
@@ -221,6 +263,8 @@ def restore_snapshot(state: GanState, snap: dict, *, restore_rng: bool = True) -
     device = next(state.G.parameters()).device
     state.ema = [ema[name].to(device).clone() for name, _ in state.G.named_parameters()]
     state.step = int(snap["step"])
+    if state.scaler.is_enabled() and snap.get("scaler"):
+        state.scaler.load_state_dict(snap["scaler"])
     if restore_rng:
         set_rng_state(snap.get("rng"))
     return int(snap.get("epoch", 0))
@@ -233,12 +277,17 @@ def original_generator_state(snap_or_state: dict | GanState) -> dict[str, torch.
         state = snap_or_state
         ema_sd = _cpu(state.G.state_dict())
         for (name, _), avg in zip(state.G.named_parameters(), state.ema):
-            ema_sd[name] = avg.detach().cpu().clone()
+            ema_sd[name] = avg.detach().cpu().contiguous().clone()
     return {f"module.{k}": v for k, v in ema_sd.items()}
 
 
-def build_models(g_args: dict, d_args: list[dict], device: torch.device, *, init: bool = True
-                 ) -> tuple[G_NET, nn.ModuleList]:
+def build_models(g_args: dict, d_args: list[dict], device: torch.device, *, init: bool = True,
+                 channels_last: bool = False) -> tuple[G_NET, nn.ModuleList]:
+    """G and one D per entry of ``d_args`` on ``device``; ``channels_last`` stores their 4-D weights NHWC
+    (initialised first, so the weights are the same numbers either way)."""
     G = G_NET(**g_args, init_weights=init).to(device)
     netsD = nn.ModuleList([D_NET(**a, init_weights=init) for a in d_args]).to(device)
+    if channels_last:
+        G = G.to(memory_format=torch.channels_last)
+        netsD = netsD.to(memory_format=torch.channels_last)
     return G, netsD

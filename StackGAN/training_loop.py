@@ -3,8 +3,10 @@
 A run, in order:
 
 1. names its folder on rank 0 (``--resume <run>/Model/latest.pth`` reopens that run's folder) and opens it;
-2. seeds torch and numpy with ``--seed``, reads the training split, builds G and one D per branch (and
-   G's embedding statistics with ``--embedding_norm``), and gives every rank rank 0's weights;
+2. resolves ``--precision`` (an error before anything is written when the device cannot run it), seeds
+   torch and numpy with ``--seed``, reads the training split, builds G and one D per branch (channels-last
+   with ``--channels_last``; G's embedding statistics with ``--embedding_norm``), and gives every rank
+   rank 0's weights;
 3. continues from ``--resume`` (our snapshot) or TRAIN.NET_G/NET_D (the authors' files), drops the
    ``losses.jsonl`` records it will write again, and writes ``config.yaml``;
 4. shards the data into full batches (a resumed run skips what its epoch already used), fixes the noise
@@ -14,7 +16,7 @@ A run, in order:
 6. trains: each step updates every D, then G, then G's moving average (:func:`StackGAN.trainer.train_step`);
    losses every TRAIN.LOG_INTERVAL steps, a snapshot every TRAIN.SNAPSHOT_INTERVAL steps and at the end;
 7. on Ctrl-C or SIGTERM saves a snapshot at the current step and stops (exit status 130 or 143);
-8. writes ``summary.json``, with every replica's parameter fingerprint.
+8. writes ``summary.json``, with every replica's parameter fingerprint and the precision the run used.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from s2i.checkpoints import CheckpointError, atomic_save, load_checkpoint
 from s2i.config import ConfigError, to_dict
 from s2i.grids import image_grid, save_png
 from s2i.interrupt import StopRequest, ignore_sigint_in_worker, stop_run
+from s2i.precision import resolve_precision
 from s2i.runs import RunFolder, tensorboard_writer
 from StackGAN.config import GanConfig, resolve_paths
 from StackGAN.datasets import GanDataset, dataset_from_config
@@ -56,7 +59,8 @@ from StackGAN.trainer import (
 
 def train(cfg: GanConfig, dist: distributed.DistInfo) -> dict:
     """Trains StackGAN-v2 as ``cfg`` says (the steps of this module's docstring); returns the run's summary
-    (also written to ``summary.json``): run folder, steps, world size, seconds, replica fingerprints."""
+    (also written to ``summary.json``): run folder, steps, world size, seconds, replica fingerprints, precision."""
+    precision = resolve_precision(cfg.precision, dist.device)
     run_dir = _shared_run_dir(cfg, dist)
     run = RunFolder(run_dir, resume=bool(cfg.resume), writer=dist.is_main, name="stackgan",
                     checkpoint="Model/latest.pth")
@@ -65,7 +69,7 @@ def train(cfg: GanConfig, dist: distributed.DistInfo) -> dict:
     np.random.seed(cfg.seed)
     ds = dataset_from_config(cfg)
     g_args, d_args = model_args(cfg, num_classes=len(ds.classes))
-    G, netsD = build_models(g_args, d_args, dist.device)
+    G, netsD = build_models(g_args, d_args, dist.device, channels_last=cfg.channels_last)
     if G.embedding_norm:
         G.set_embedding_statistics(torch.from_numpy(np.asarray(ds.embeddings)).to(dist.device))
         log(f"embeddings standardised with the training set's statistics (mean |μ| "
@@ -73,7 +77,8 @@ def train(cfg: GanConfig, dist: distributed.DistInfo) -> dict:
     broadcast_module(G)
     for D in netsD:
         broadcast_module(D)
-    state = GanState.create(G, netsD, cfg.TRAIN.GENERATOR_LR, cfg.TRAIN.DISCRIMINATOR_LR)
+    state = GanState.create(G, netsD, cfg.TRAIN.GENERATOR_LR, cfg.TRAIN.DISCRIMINATOR_LR, precision=precision,
+                            channels_last=cfg.channels_last)
     _resume(cfg, state, log)
     if cfg.resume:
         dropped = run.trim_jsonl("losses.jsonl", lambda r: r.get("step", 0) <= state.step)
@@ -114,7 +119,8 @@ def train(cfg: GanConfig, dist: distributed.DistInfo) -> dict:
     teacher, teacher_targets = build_teacher(cfg, ds, dist.device, log) if losses.teacher > 0 else (None, None)
     log(f"StackGAN-v2: {cfg.dataset}, {len(ds)} images, {cfg.TREE.BRANCH_NUM} branches up to {ds.imsize}px, "
         f"batch {batch} x {dist.world_size} process(es), {steps_per_epoch} steps/epoch, steps {state.step}..{total_steps}, "
-        f"device {dist.device}, run {run.path}")
+        f"device {dist.device}, precision {precision} (--precision {cfg.precision})"
+        f"{', channels-last' if cfg.channels_last else ''}, run {run.path}")
     t0, epoch, first_step = time.time(), start_epoch, state.step
     bar = tqdm(total=total_steps, initial=state.step, desc="train", disable=not (cfg.progress and dist.is_main),
                mininterval=1.0, dynamic_ncols=True)
@@ -153,7 +159,8 @@ def train(cfg: GanConfig, dist: distributed.DistInfo) -> dict:
     summary = {"run": str(run.path), "steps": state.step, "world_size": dist.world_size,
                "seconds": round(time.time() - t0, 1), "replica_fingerprints": fingerprints,
                "replicas_identical": len(set(fingerprints)) == 1,
-               "snapshot": str(run.path / "Model" / "latest.pth")}
+               "snapshot": str(run.path / "Model" / "latest.pth"), "precision": precision,
+               "channels_last": cfg.channels_last}
     run.write_json("summary.json", summary)
     if tb:
         tb.close()
@@ -294,7 +301,7 @@ def _sample_grids(state: GanState, fixed: dict, keep_average: bool = False, cons
     device = fixed["noise"].device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], enabled=not consume_rng):
         with averaged_weights(state.G, state.ema, restore=not keep_average):
-            return generate(state.G, fixed["noise"], fixed["emb"])
+            return generate(state.G, fixed["noise"], fixed["emb"], precision=state.precision)
 
 
 def _write_snapshot_files(snap: dict, run: RunFolder, imgs: list[torch.Tensor] | None,

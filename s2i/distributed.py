@@ -1,5 +1,5 @@
-"""Process-group set-up for torchrun launches, the sampler both trainers shard with, and a check that
-replicas stayed identical.
+"""Process-group set-up for torchrun launches, the samplers the trainers shard with (plain and
+length-bucketed), and a check that replicas stayed identical.
 
 torchrun sets ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``; a plain ``python script.py`` has none of
 them and runs as a single process without a process group. gloo on CPU, NCCL on CUDA.
@@ -10,13 +10,14 @@ from __future__ import annotations
 import gc
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DistributedSampler
+from torch.utils.data import DistributedSampler, Sampler
 
 T = TypeVar("T")
 
@@ -124,6 +125,97 @@ class ResumableSampler(DistributedSampler):
     def __len__(self) -> int:
         # ``skip`` is batches x batch size, which passes the end when the last batch was a short one.
         return max(0, super().__len__() - self.skip)
+
+
+class LengthBucketSampler(Sampler[list[int]]):
+    """A batch sampler of samples of similar length: each rank its share, every index once per epoch.
+
+    Per epoch, from (``seed``, the epoch of :meth:`set_epoch`, the lengths of :meth:`set_lengths`) alone,
+    so every rank computes the same plan and a resumed run the same batches:
+
+    1. the indices are shuffled (a generator seeded with ``seed + epoch``, as DistributedSampler does);
+    2. windows of ``window_batches * batch_size * num_replicas`` of them are sorted by length (ties keep
+       the shuffled order) and cut into batches of ``batch_size``; only the last batch of the last window
+       can be short. Windows, not the whole epoch, so a batch's members still vary from epoch to epoch;
+    3. when the number of batches is not a multiple of ``num_replicas``, the largest batches are halved
+       until it is, so every rank runs the same number of steps without repeating a sample;
+    4. each run of ``num_replicas`` consecutive batches is one step (rank ``r`` takes the ``r``-th), so
+       the ranks of a step get batches of similar length and none waits long for the others; the
+       steps are shuffled with the same generator.
+
+    Call :meth:`set_lengths` and :meth:`set_epoch` before every epoch. ``skip_batches`` (batches of this
+    rank already trained on) starts an epoch part-way, for a run resumed mid-epoch.
+
+    Batches of similar length change the training batches (and BatchNorm's statistics over their
+    padding) against the original's random batches; see the trainer's ``--bucket_by_length``.
+
+    Args:
+        num_samples: the dataset's size N.
+        batch_size: samples per batch and rank.
+        num_replicas: the world size; ``rank``: this process's rank.
+        seed: base of the shuffles.
+        window_batches: batches per rank in one sorting window.
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, num_replicas: int = 1, rank: int = 0, seed: int = 0,
+                 window_batches: int = 8) -> None:
+        if batch_size < 1 or window_batches < 1:
+            raise ValueError(f"batch_size ({batch_size}) and window_batches ({window_batches}) must be at least 1")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is outside [0, {num_replicas})")
+        self.num_samples = int(num_samples)
+        self.batch_size = int(batch_size)
+        self.num_replicas = int(num_replicas)
+        self.rank = int(rank)
+        self.seed = int(seed)
+        self.window = int(window_batches) * self.batch_size * self.num_replicas
+        self.epoch = 0
+        self.skip_batches = 0
+        self.lengths: np.ndarray | None = None
+        batches = -(-self.num_samples // self.batch_size)
+        self.total_batches = -(-batches // self.num_replicas) * self.num_replicas
+        if self.total_batches > self.num_samples:
+            raise ValueError(f"{self.num_samples} samples in batches of {self.batch_size} cannot give each of "
+                             f"{self.num_replicas} processes the same number of batches without repeating "
+                             "samples; use fewer processes or a larger batch")
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose shuffle comes next (call it every epoch, as DistributedSampler.set_epoch)."""
+        self.epoch = int(epoch)
+
+    def set_lengths(self, lengths: Sequence[int] | np.ndarray) -> None:
+        """Every sample's length in the coming epoch, ``(N,)`` (the same on every rank)."""
+        lengths = np.asarray(lengths)
+        if lengths.shape != (self.num_samples,):
+            raise ValueError(f"expected {self.num_samples} lengths, got an array of shape {lengths.shape}")
+        self.lengths = lengths
+
+    def batches(self) -> list[list[int]]:
+        """Every batch of this epoch in step order, all ranks' (step ``s`` holds batches
+        ``s * num_replicas .. (s + 1) * num_replicas - 1``)."""
+        if self.lengths is None:
+            raise RuntimeError("LengthBucketSampler: call set_lengths before iterating")
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(self.num_samples, generator=g).numpy()
+        batches: list[np.ndarray] = []
+        for start in range(0, self.num_samples, self.window):
+            win = order[start:start + self.window]
+            win = win[np.argsort(self.lengths[win], kind="stable")]
+            batches.extend(win[i:i + self.batch_size] for i in range(0, len(win), self.batch_size))
+        while len(batches) < self.total_batches:
+            big = max(range(len(batches)), key=lambda i: len(batches[i]))  # the first largest
+            half = -(-len(batches[big]) // 2)
+            batches[big:big + 1] = [batches[big][:half], batches[big][half:]]
+        steps = torch.randperm(len(batches) // self.num_replicas, generator=g).tolist()
+        w = self.num_replicas
+        return [batches[s * w + r].tolist() for s in steps for r in range(w)]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        mine = self.batches()[self.rank::self.num_replicas]
+        return iter(mine[self.skip_batches:])
+
+    def __len__(self) -> int:
+        return max(0, self.total_batches // self.num_replicas - self.skip_batches)
 
 
 def run_distributed(fn: Callable[[DistInfo], T], device: str = "auto", local_rank_flag: int = 0) -> T:

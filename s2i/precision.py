@@ -21,8 +21,11 @@ import torch
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-# CPU flags of native bf16 arithmetic (Linux /proc/cpuinfo names): AVX-512 BF16 and AMX.
-NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+# CPU flags of native bf16 arithmetic, as Linux's /proc/cpuinfo names them: x86's AVX-512 BF16 and AMX
+# ("flags" lines), and Arm's BF16 extension of Armv8.6 (BFDOT/BFMMLA; "Features" lines, e.g. Graviton3).
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+RESOLVED = ("fp32", "bf16", "fp16")
+"""What :func:`resolve_precision` returns, and what :func:`autocast` and :func:`grad_scaler` take."""
 
 
 class PrecisionError(ValueError):
@@ -32,7 +35,8 @@ class PrecisionError(ValueError):
 @functools.cache
 def cpu_bf16_flags(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, ...]:
     """The native-bf16 flags this CPU reports (empty where it reports none, or on a system without
-    ``/proc/cpuinfo``)."""
+    ``/proc/cpuinfo``). Read once per path (cached: call ``cpu_bf16_flags.cache_clear()`` after
+    pointing a test at another file)."""
     try:
         text = Path(cpuinfo).read_text(errors="replace")
     except OSError:
@@ -74,16 +78,32 @@ def resolve_precision(name: str, device: torch.device) -> str:
     return name
 
 
+def _check_resolved(precision: str) -> None:
+    if precision not in RESOLVED:
+        raise ValueError(f"precision must be one of {', '.join(RESOLVED)} (resolve 'auto' with resolve_precision "
+                         f"first), got {precision!r}")
+
+
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """The context in which forward passes run: nothing for fp32, ``torch.autocast`` otherwise."""
+    """The context in which forward passes run: nothing for fp32 (so fp32 runs exactly as without this
+    module), ``torch.autocast(device.type, dtype)`` otherwise."""
+    _check_resolved(precision)
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=_DTYPES[precision])
 
 
 def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
-    """A gradient scaler that is active for fp16 only (bf16 has float32's range and needs none)."""
+    """A gradient scaler that is active for fp16 only (bf16 has float32's range and needs none); disabled,
+    its ``scale`` returns the loss unchanged and its ``step`` is the optimizer's."""
+    _check_resolved(precision)
     return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+
+def upcast(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float32 when it is a 16-bit float (an autocast output), else ``t`` itself (float32 and
+    float64 stay as they are, so this is a no-op outside autocast)."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ from Audio_to_Image import embedding
 from Audio_to_Image import extract_audio_feature as extract
 from Audio_to_Image.audio import FrontEndConfig, compute_logmel
 from Audio_to_Image.speech_encoder import CNNRNN, encoder_steps, load_speech_encoder
+from s2i import precision
 from s2i.checkpoints import CheckpointError
 from s2i.config import ConfigError
 from s2i.data.manifests import ManifestError
@@ -276,6 +277,46 @@ def test_a_rerun_skips_and_force_recomputes(data, checkpoints, capsys, tmp_path)
     with pytest.raises(ConfigError, match="not written by this script"):
         run(other, data, "--splits", "test")
     assert not run(other, data, "--splits", "test", "--force")["test"]["skipped"]
+
+
+BF16_REL_TOL = 0.05
+"""Largest relative difference ``‖e_bf16 − e_fp32‖ / ‖e_fp32‖`` allowed between an embedding extracted with
+``--precision bf16`` and with fp32 (measured on this fixture, the paper's encoder: 0.019 at most, 0.015 on
+average, cosine similarity >= 0.9998)."""
+
+
+@pytest.mark.skipif(not precision.native_bf16(torch.device("cpu")),
+                    reason="this CPU has no native bf16 (none of s2i.precision.NATIVE_BF16_FLAGS): bf16 is refused")
+def test_bf16_writes_float32_embeddings_close_to_fp32_and_records_it(data, checkpoints, capsys):
+    fp32 = run(checkpoints["ours"], data, "--splits", "test")
+    feat = data / "test" / "audio_features_0.pickle"
+    ref = load_pickle(feat)
+    capsys.readouterr()
+    summary = run(checkpoints["ours"], data, "--splits", "test", "--precision", "bf16")
+    assert not summary["test"]["skipped"]  # another precision makes the stored embeddings stale
+    assert "recomputing audio_features_0.pickle (precision changed" in capsys.readouterr().out
+    low = load_pickle(feat)
+    assert low.dtype == np.float32 and low.shape == ref.shape == tuple(fp32["test"]["shape"])
+    rel = np.linalg.norm(low - ref, axis=-1) / np.linalg.norm(ref, axis=-1)
+    assert 0 < rel.max() < BF16_REL_TOL, rel.max()
+    side = json.loads((data / "test" / "audio_features_0.pickle.json").read_text())
+    assert side["inputs"]["precision"] == side["run"]["precision"] == "bf16"
+    assert side["outputs"]["features_dtype"] == "float32"
+    assert run(checkpoints["ours"], data, "--splits", "test", "--precision", "auto")["test"]["skipped"]
+
+
+def test_precision_in_the_sidecar_and_sidecars_from_before_it(data, checkpoints):
+    """fp32 is recorded; a sidecar written before --precision existed counts as fp32, so the upgrade does
+    not recompute what was extracted; a precision the machine cannot run is refused before any work."""
+    run(checkpoints["ours"], data, "--splits", "test")
+    path = data / "test" / "audio_features_0.pickle.json"
+    side = json.loads(path.read_text())
+    assert side["inputs"]["precision"] == "fp32"
+    del side["inputs"]["precision"]
+    path.write_text(json.dumps(side))
+    assert run(checkpoints["ours"], data, "--splits", "test")["test"]["skipped"]
+    with pytest.raises(precision.PrecisionError, match="fp16 needs CUDA"):
+        run(checkpoints["ours"], data, "--splits", "test", "--precision", "fp16", "--device", "cpu")
 
 
 def test_places_layout_has_one_caption_column(tmp_path, checkpoints):

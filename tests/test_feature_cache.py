@@ -15,7 +15,7 @@ import soundfile as sf
 
 from Audio_to_Image import audio, feature_cache
 from Audio_to_Image.audio import AudioError, FrontEndConfig, compute_logmel
-from Audio_to_Image.feature_cache import FeatureCache, load_features
+from Audio_to_Image.feature_cache import FeatureCache, header_frames, load_features
 
 SR = 16000
 CFG = FrontEndConfig()
@@ -218,3 +218,24 @@ def test_cache_pickles_for_dataloader_workers(tmp_path: Path) -> None:
     clone = pickle.loads(pickle.dumps(cache))
     assert clone.dir == cache.dir and clone.cfg == cache.cfg
     np.testing.assert_array_equal(clone.get(wav), cache.get(wav))
+
+
+@pytest.mark.parametrize("sample_rate,seconds", [(16000, 1.234), (16000, 0.01), (22050, 0.77), (8000, 1.01),
+                                                 (44100, 0.5)])
+def test_header_frames_equal_the_loaded_frame_count(tmp_path: Path, sample_rate: int, seconds: float) -> None:
+    """What length-bucketed batches are planned with: the frame count from the header, no decoding, also
+    for files that load_audio resamples."""
+    wav = tmp_path / "a.wav"
+    y = np.random.default_rng(0).uniform(-0.5, 0.5, int(seconds * sample_rate)).astype(np.float32)
+    sf.write(str(wav), y, sample_rate, subtype="PCM_16")
+    assert header_frames(wav, CFG) == compute_logmel(wav, CFG)[1]
+    short = FrontEndConfig(target_length=50)
+    assert header_frames(wav, short) == compute_logmel(wav, short)[1] == min(50, header_frames(wav, CFG))
+
+
+def test_header_frames_of_a_bad_file_name_it(tmp_path: Path) -> None:
+    with pytest.raises(AudioError, match="missing.wav"):
+        header_frames(tmp_path / "missing.wav", CFG)
+    (tmp_path / "bad.wav").write_text("not audio")
+    with pytest.raises(AudioError, match="bad.wav.*header"):
+        header_frames(tmp_path / "bad.wav", CFG)

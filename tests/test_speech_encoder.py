@@ -130,3 +130,17 @@ def test_wrong_architecture_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="cannot read checkpoint"):
         load_speech_encoder(tmp_path / "junk.pth")
+
+
+def test_full_steps_averages_a_cut_input_over_the_nominal_steps():
+    """A length-bucketed batch is cut short of 2048 frames; ``full_steps`` keeps the mean over 32 steps."""
+    m = CNNRNN(bidirectional=True, embedding_dim=64, nhidden=64, nsent=64).eval()
+    x, lengths = torch.randn(2, 40, 256), torch.tensor([4, 2])
+    with torch.no_grad():
+        words, sent = m(x, lengths)
+        _, sent32 = m(x, lengths, full_steps=32)
+    assert words.shape == (2, 64, 4)
+    assert torch.allclose(sent, words.sum(dim=2) / 4, atol=1e-7)  # the default: the mean over x's own steps
+    assert torch.allclose(sent32, words.sum(dim=2) / 32, atol=1e-7)
+    with pytest.raises(ValueError, match="full_steps"):
+        m(x, lengths, full_steps=3)

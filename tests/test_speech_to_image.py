@@ -18,8 +18,10 @@ from Audio_to_Image.audio import FrontEndConfig, compute_logmel
 from Audio_to_Image.embedding import embed_clips
 from Audio_to_Image.speech_encoder import CNNRNN
 from Audio_to_Image.trainer import checkpoint_dict
+from s2i import precision
 from s2i.cli import run_cli
 from s2i.config import ConfigError, from_dict, parse_config
+from s2i.grids import to_uint8
 from speech_to_image import load_speech_to_image
 from StackGAN.model import D_NET, G_NET
 from StackGAN.trainer import GanState, original_generator_state, snapshot_dict
@@ -178,6 +180,40 @@ def test_embedding_equals_what_extraction_writes(ckpts, wavs):
         ref, _ = embed_clips(pipe.encoder, [wavs[name]], pipe.frontend, None, torch.device("cpu"), batch_size=1,
                              progress=False)
         assert torch.equal(emb, torch.from_numpy(ref))
+
+
+BF16_REL_TOL = 0.05
+"""Largest relative difference ``‖e_bf16 − e_fp32‖ / ‖e_fp32‖`` of a bf16 embedding from the fp32 one
+(measured on this fixture's encoder: 0.009-0.011)."""
+BF16_IMAGE_TOL = 4.0
+"""Largest mean absolute difference, in 8-bit levels, of the generator's bf16 images from its fp32 ones for
+the same embedding and seed (measured: 0.81-0.84 levels on average; single pixels up to 85)."""
+
+
+@pytest.mark.skipif(not precision.native_bf16(torch.device("cpu")),
+                    reason="this CPU has no native bf16 (none of s2i.precision.NATIVE_BF16_FLAGS): bf16 is refused")
+def test_bf16_gives_float32_embeddings_and_images_close_to_fp32(ckpts, wavs, tmp_path):
+    cpu = torch.device("cpu")
+    ref, _ = load_speech_to_image(ckpts["enc"], ckpts["G"], cpu)
+    low, info = load_speech_to_image(ckpts["enc"], ckpts["G"], cpu, precision="bf16")
+    assert info["precision"] == "bf16"
+    for name in ("tone", "stereo44"):
+        spec, n = ref.features(wavs[name])
+        a, b = ref.embed(spec, n), low.embed(spec, n)
+        assert b.dtype == torch.float32 and b.shape == a.shape == (1, D_EMB)
+        assert 0 < float((b - a).norm() / a.norm()) < BF16_REL_TOL
+        # The generator's images from the same embedding and seed, in 8-bit levels.
+        ia, ib = ref.images(a, seed=3, samples=2), low.images(a, seed=3, samples=2)
+        assert ib.dtype == torch.float32
+        diff = np.abs(to_uint8(ia).astype(np.int16) - to_uint8(ib).astype(np.int16))
+        assert 0 < diff.mean() < BF16_IMAGE_TOL, diff.mean()
+    summary = _run(ckpts, tmp_path / "out", wavs["tone"], extra=["--precision", "bf16"])
+    assert summary["precision"] == "bf16" and Image.open(summary["images"][0]).size == (RES, RES)
+
+
+def test_precision_the_device_cannot_run_is_a_one_line_error(ckpts, wavs, tmp_path):
+    assert "--precision fp16 needs CUDA" in _error(ckpts, tmp_path / "x", wavs["tone"], extra=["--precision", "fp16"])
+    assert _run(ckpts, tmp_path / "o", wavs["tone"])["precision"] == "fp32"
 
 
 def test_short_and_long_inputs_are_used_with_a_warning(ckpts, tmp_path, capsys):

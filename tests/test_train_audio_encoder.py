@@ -159,3 +159,13 @@ def test_command_line_errors_are_one_line_without_traceback(toy_dataset, tmp_pat
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {bad} item 0: 'audio' must be a list")
+
+
+def test_help_lists_the_speed_options(capsys):
+    with pytest.raises(SystemExit) as exc:
+        train_audio_encoder.main(["--help"])
+    assert exc.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--bucket_by_length, --no-bucket_by_length" in out and "BatchNorm" in out
+    assert "--precision STR arithmetic of the encoder's forward/backward: fp32 (the original), bf16" in out
+    assert "auto (bf16 where native, else fp32)" in out
