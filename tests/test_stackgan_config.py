@@ -254,13 +254,14 @@ def test_our_defaults():
     assert resolve_device(device_name(off)) == torch.device("cpu")  # through the one resolver
 
 
-def test_precision_is_fp32_in_the_paper_presets_and_auto_in_the_shapes_presets(capsys):
+def test_precision_is_fp32_in_every_preset(capsys):
+    # The shapes presets move to `auto` once the demo has been measured with it (issue 12).
     cfg, _ = load_gan_config(README_TRAIN)
     assert cfg.precision == "fp32" and not cfg.channels_last
     for name in ("birds_3stages.yml", "flowers_3stages.yml", "places_2stages.yml", "eval_birds.yml", "eval_places.yml"):
         assert load_gan_config(["--cfg", str(CFG / name), "--data_dir", "./data/birds"])[0].precision == "fp32", name
     for name in ("shapes_demo.yml", "shapes_cpu.yml"):
-        assert load_gan_config(["--cfg", str(CFG / name)])[0].precision == "auto", name
+        assert load_gan_config(["--cfg", str(CFG / name)])[0].precision == "fp32", name
     cfg, _ = load_gan_config([*README_TRAIN, "--precision", "bf16", "--channels_last"])
     assert cfg.precision == "bf16" and cfg.channels_last
     err = _error([*README_TRAIN, "--precision", "fp8"], capsys)
