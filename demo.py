@@ -173,7 +173,9 @@ def _is_done(cfg: DemoConfig, stage: Stage, argv: list[str]) -> bool:
 
 def _run_stage(argv: list[str]) -> tuple[int, float]:
     """Runs one stage's command from the repository root; returns its exit status and its peak memory
-    (MiB): the largest resident set of the stage's process and of the processes it waited for."""
+    (MiB): the largest resident set of the stage's process and of the processes it waited for. Linux
+    counts the memory of the process that starts a stage into that peak, so it is never below this
+    process's own (about 21 MiB here)."""
     with subprocess.Popen(argv, cwd=REPO) as proc:
         try:
             _, status, usage = os.wait4(proc.pid, 0)
