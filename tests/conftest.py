@@ -61,6 +61,21 @@ def gan_args(data: Path, out: Path, *extra: str) -> list[str]:
     ]
 
 
+def assert_same_gan_snapshot(a: dict, b: dict) -> None:
+    """Two StackGAN snapshots hold the same step and bit-identical G, moving average, Ds and optimizer states."""
+    assert a["step"] == b["step"]
+    for key in ("G", "G_ema"):
+        for k in a[key]:
+            assert torch.equal(a[key][k], b[key][k]), (key, k)
+    for da, db in zip(a["D"], b["D"]):
+        for k in da:
+            assert torch.equal(da[k], db[k]), k
+    for oa, ob in zip([a["optG"], *a["optD"]], [b["optG"], *b["optD"]]):
+        for i, s in oa["state"].items():
+            for k, v in s.items():
+                assert torch.equal(v, ob["state"][i][k]), (i, k)
+
+
 @pytest.fixture(scope="session")
 def constant_attribute_classifier():
     """Makes a shapes attribute classifier that answers (colour, shape) for every image: zero head weights,

@@ -13,7 +13,7 @@ from s2i.precision import PrecisionError, autocast, fp32_region, grad_scaler, re
 from s2i.runs import read_jsonl
 from StackGAN import main as gan_main
 from StackGAN.trainer import GanState, LossSettings, build_models, train_step
-from tests.conftest import gan_args
+from tests.conftest import assert_same_gan_snapshot, gan_args
 
 CPU = torch.device("cpu")
 NATIVE_BF16 = precision.native_bf16(CPU)
@@ -167,26 +167,12 @@ def _snapshot(run):
     return torch.load(run / "Model" / "latest.pth", weights_only=True)
 
 
-def _assert_same_state(a: dict, b: dict) -> None:
-    assert a["step"] == b["step"]
-    for key in ("G", "G_ema"):
-        for k in a[key]:
-            assert torch.equal(a[key][k], b[key][k]), (key, k)
-    for da, db in zip(a["D"], b["D"]):
-        for k in da:
-            assert torch.equal(da[k], db[k]), k
-    for oa, ob in zip([a["optG"], *a["optD"]], [b["optG"], *b["optD"]]):
-        for i, s in oa["state"].items():
-            for k, v in s.items():
-                assert torch.equal(v, ob["state"][i][k]), (i, k)
-
-
 def test_fp32_run_is_bit_identical_to_a_run_without_the_flag(tiny_gan_data, tmp_path):
     plain, flagged = tmp_path / "plain", tmp_path / "fp32"
     gan_main.main(gan_args(tiny_gan_data, plain, "--max_steps", "6"))
     summary = gan_main.main(gan_args(tiny_gan_data, flagged, "--max_steps", "6", "--precision", "fp32"))
     a, b = _snapshot(plain), _snapshot(flagged)
-    _assert_same_state(a, b)
+    assert_same_gan_snapshot(a, b)
     assert a["precision"] == b["precision"] == "fp32" and "scaler" not in a
     assert summary["precision"] == "fp32" and a["config"]["precision"] == "fp32"
     assert json.loads((plain / "summary.json").read_text())["precision"] == "fp32"

@@ -9,7 +9,7 @@ import torch
 
 from s2i.runs import read_jsonl
 from StackGAN import main as gan_main
-from tests.conftest import PYTHON, REPO, gan_args
+from tests.conftest import PYTHON, REPO, assert_same_gan_snapshot, gan_args
 
 
 def test_training_fools_the_discriminator_writes_grids_and_snapshots(tiny_gan_data, tmp_path):
@@ -53,12 +53,7 @@ def test_resume_continues_at_the_next_step_with_identical_state(tiny_gan_data, t
     a = torch.load(full / "Model" / "latest.pth", weights_only=True)
     b = torch.load(part / "Model" / "latest.pth", weights_only=True)
     assert a["step"] == b["step"] == 12
-    for key in ("G", "G_ema"):
-        for k in a[key]:
-            assert torch.equal(a[key][k], b[key][k]), (key, k)
-    for da, db in zip(a["D"], b["D"]):
-        for k in da:
-            assert torch.equal(da[k], db[k]), k
+    assert_same_gan_snapshot(a, b)
     steps = [r["step"] for r in read_jsonl(part / "losses.jsonl")]
     assert steps == list(range(1, 13))
 
