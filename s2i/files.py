@@ -20,6 +20,17 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# Read once: reading it means setting it, and a set-and-restore on every write would race with files that
+# other threads (the TTS pool) open meanwhile.
+_UMASK = _read_umask()
+
+
 @contextmanager
 def atomic_write(path: str | Path, mode: str = "wb", *, make_parents: bool = True,
                  keep_permissions: bool = True, durable: bool = True,
@@ -54,19 +65,13 @@ def atomic_write(path: str | Path, mode: str = "wb", *, make_parents: bool = Tru
         if keep_permissions and path.exists():
             shutil.copymode(path, tmp)
         else:
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a new file gets what open() would give
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a new file gets what open() would give
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     if durable:
         fsync_dir(path.parent)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def fsync_dir(folder: str | Path) -> None:
