@@ -16,6 +16,7 @@ from s2i.metrics.retrieval import (
     similarity_matrix,
     speech_encoder_metrics,
 )
+from s2i.metrics.speech_encoder import per_voice_recall, speech_encoder_section
 
 # --------------------------------------------------------------------------- brute-force references
 
@@ -177,6 +178,105 @@ def test_blocked_ranking_gives_the_same_answer(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(retrieval, "_BLOCK_ELEMENTS", 20)  # one or two queries per block
     assert recall_at_k(sim, ql, gl) == full_recall
     assert mean_average_precision(sim, ql, gl) == pytest.approx(full_map, abs=1e-15)
+
+
+# --------------------------------------------------------------------------- without the whole similarity matrix
+
+
+def _tied_problem(seed: int):
+    """Integer features with repeated gallery rows: many exact ties of dot products (which are exact sums of
+    small integers, so every way of computing them gives the same numbers)."""
+    rng = np.random.default_rng(seed)
+    gallery = rng.integers(-2, 3, size=(9, 4)).astype(np.float64)
+    gallery = np.concatenate([gallery, gallery[:5]])  # rows 9..13 repeat rows 0..4
+    queries = rng.integers(-2, 3, size=(23, 4)).astype(np.float64)
+    return queries, gallery, rng.integers(0, 3, 23), rng.integers(0, 3, 14)
+
+
+@pytest.mark.parametrize("block", [None, 20, 1])
+@pytest.mark.parametrize("kind", ["cosine", "dot"])
+def test_query_ranks_equal_the_matrix_path(monkeypatch: pytest.MonkeyPatch, block, kind) -> None:
+    if block is not None:
+        monkeypatch.setattr(retrieval, "_BLOCK_ELEMENTS", block)  # many blocks, down to one query each
+    # Equal up to rounding: a block of rows is another matrix product, whose sums may differ from the whole
+    # product's in the last bits (about 1e-13 at D = 1360), so only similarities that tie to within rounding
+    # (and were ordered by rounding before too) could be ranked differently. Random features have no such ties;
+    # the integer problem's dot products tie exactly, and are exact either way.
+    image, speech, labels = _random_problem(4, n=61, dim=64)
+    problems = [(speech, image, labels, labels)] + ([_tied_problem(5)] if kind == "dot" else [])
+    for queries, gallery, ql, gl in problems:
+        sim = similarity_matrix(queries, gallery, kind)
+        ranks = retrieval.query_ranks(queries, gallery, ql, gl, kind)
+        assert ranks.recall((1, 2, 5, 50)) == recall_at_k(sim, ql, gl, (1, 2, 5, 50))
+        assert ranks.mean_ap() == pytest.approx(mean_average_precision(sim, ql, gl), rel=1e-14)
+        # A subset of the queries is the same as ranking that subset alone.
+        odd = np.arange(len(ql)) % 2 == 1
+        assert ranks.subset(odd).recall((1, 3)) == recall_at_k(sim[odd], ql[odd], gl, (1, 3))
+        assert ranks.subset(odd).mean_ap() == pytest.approx(mean_average_precision(sim[odd], ql[odd], gl), rel=1e-14)
+
+
+def test_query_ranks_errors_and_queries_without_their_class() -> None:
+    image, speech, labels = _random_problem(0, n=12)
+    with pytest.raises(ValueError, match="queries has dimension 8 but gallery has dimension 7"):
+        retrieval.query_ranks(speech, image[:, :7], labels, labels)
+    with pytest.raises(ValueError, match="query_labels has 11 entries but queries has 12 rows"):
+        retrieval.query_ranks(speech, image, labels[:11], labels)
+    with pytest.raises(ValueError, match="overflow"):
+        retrieval.query_ranks(np.full((2, 2), 1e200), np.full((2, 2), 1e200), [0, 1], [0, 1], similarity="dot")
+    ranks = retrieval.query_ranks(speech, image, labels + 1000, labels)
+    assert ranks.recall((1, 50)) == {1: 0.0, 50: 0.0} and ranks.mean_ap() is None
+
+
+def test_recall_with_k_beyond_the_gallery_counts_a_query_without_its_class_as_a_miss() -> None:
+    # Query 0 (class 5) has no item of its class among the 2; query 1 finds its class at rank 2.
+    sim, ql, gl = np.array([[1.0, 0.5], [1.0, 0.5]]), np.array([5, 1]), np.array([0, 1])
+    assert recall_at_k(sim, ql, gl, ks=(1, 2, 5)) == {1: 0.0, 2: 0.5, 5: 0.5}
+    assert retrieval.query_ranks(np.eye(2), np.eye(2) * [1.0, 0.5], ql, gl, "dot").recall((5,)) == {5: 0.5}
+
+
+@pytest.mark.parametrize("block", [None, 20])
+def test_speech_encoder_metrics_equal_the_matrix_path(monkeypatch: pytest.MonkeyPatch, block) -> None:
+    """Both directions as they were computed before (one matrix, transposed for i2s), block by block or not."""
+    if block is not None:
+        monkeypatch.setattr(retrieval, "_BLOCK_ELEMENTS", block)
+    image, speech, labels = _random_problem(6, n=41)
+    for kind in ("cosine", "dot"):
+        m = speech_encoder_metrics(image, speech, labels, k=5, ks=(1, 3), similarity=kind)
+        s2i = similarity_matrix(speech, image, kind)
+        for prefix, sim in (("s2i", s2i), ("i2s", np.ascontiguousarray(s2i.T))):
+            assert (m[f"{prefix}_R1"], m[f"{prefix}_R3"]) == tuple(recall_at_k(sim, labels, labels, (1, 3)).values())
+            assert m[f"{prefix}_mAP"] == mean_average_precision(sim, labels, labels)
+
+
+@pytest.mark.parametrize("block", [None, 20])
+def test_speech_encoder_section_and_per_voice_recall_equal_the_matrix_path(monkeypatch, block) -> None:
+    """Stage F's retrieval metrics as they were computed before: one (Q, N) matrix per voice group and voice."""
+    if block is not None:
+        monkeypatch.setattr(retrieval, "_BLOCK_ELEMENTS", block)
+    rng = np.random.default_rng(7)
+    n, c, d = 15, 4, 6
+    labels = np.arange(n) % 3
+    feats = rng.standard_normal((n, d)) + labels[:, None]
+    emb = rng.standard_normal((n, c, d)) + labels[:, None, None]
+    voices = [[["a", "b", "held"][int(v)] for v in rng.integers(3, size=c)] for _ in range(n)]
+    held = np.array([v == "held" for caps in voices for v in caps])
+    groups = {"all": np.ones(n * c, dtype=bool), "seen voices": ~held, "held-out voices": held}
+    speech, cap_labels = emb.reshape(n * c, d), np.repeat(labels, c)
+    section = speech_encoder_section(emb, feats, labels, groups, k=5)
+    for name, mask in groups.items():
+        sim = similarity_matrix(speech[mask], feats, "cosine")
+        before = {"accu": class_centre_accuracy(feats, speech[mask], labels, cap_labels[mask]),
+                  "ap5": precision_at_k(feats, speech[mask], labels, cap_labels[mask], 5),
+                  **{f"s2i_R{k}": v for k, v in recall_at_k(sim, cap_labels[mask], labels, (1, 5, 10)).items()},
+                  "s2i_mAP": mean_average_precision(sim, cap_labels[mask], labels), "queries": int(mask.sum())}
+        assert section[name] == pytest.approx(before, rel=1e-14), name
+    rows = per_voice_recall(emb, feats, labels, voices, {"held"})
+    assert [r["voice"] for r in rows] == ["held", "a", "b"]
+    for row in rows:
+        mask = np.array([v == row["voice"] for caps in voices for v in caps])
+        sim = similarity_matrix(speech[mask], feats, "cosine")
+        assert row["s2i_R1"] == recall_at_k(sim, cap_labels[mask], labels, (1,))[1]
+        assert row["captions"] == int(mask.sum())
 
 
 # --------------------------------------------------------------------------- similarity
