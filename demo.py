@@ -69,10 +69,13 @@ class DemoConfig:
     until: str | None = option(None, "stop after this stage")
     list: bool = option(False, "list the stages and exit")
     device: str = option("auto", "auto = cuda when available, else cpu", choices=("auto", "cpu", "cuda"))
+    seed: int | None = option(None, "--seed of the encoder training, the generator training and the drawing "
+                              "(None = each preset's; another seed shows the run-to-run noise)")
 
     def __post_init__(self) -> None:
         require([(self.tts_workers >= 0, "--tts_workers must be >= 0"),
-                  (self.fid_max_images >= 0, "--fid_max_images must be >= 0")])
+                  (self.fid_max_images >= 0, "--fid_max_images must be >= 0"),
+                  (self.seed is None or self.seed >= 0, "--seed must be >= 0")])
 
 
 def _training_voices(cfg: DemoConfig) -> str:
@@ -92,6 +95,7 @@ def stages(cfg: DemoConfig) -> list[Stage]:
     gan_rel = out / "generator"
     workers = str(cfg.tts_workers or os.cpu_count() or 1)
     dev = ["--device", cfg.device]
+    seed = [] if cfg.seed is None else ["--seed", str(cfg.seed)]
     return [
         Stage("dataset", "draw the images and write the captions",
               [py, "prepare_shapes_dataset.py", "--out", str(data)],
@@ -112,7 +116,7 @@ def stages(cfg: DemoConfig) -> list[Stage]:
               [str(data / "attribute_classifier.pth")]),
         Stage("speech_encoder", "train the speech encoder against the teacher",
               [py, "Audio_to_Image/train_audio_encoder.py", "--config", cfg.encoder_config, "--data_root", str(data),
-               "--output_dir", str(enc), *dev],
+               "--output_dir", str(enc), *seed, *dev],
               [str(enc / "best.pth")]),
         Stage("embeddings", "speech embeddings of every caption",
               [py, "Audio_to_Image/extract_audio_feature.py", "--dataset", "shapes", "--data_root", str(data),
@@ -120,12 +124,12 @@ def stages(cfg: DemoConfig) -> list[Stage]:
               [str(data / "test" / f"audio_features_{cfg.audio_switch}.pickle")]),
         Stage("generator", "train the generator on the speech embeddings",
               [py, "StackGAN/main.py", "--cfg", cfg.generator_config, "--data_dir", str(data),
-               "--audio_switch", cfg.audio_switch, "--output_dir", str(gan), *dev],
+               "--audio_switch", cfg.audio_switch, "--output_dir", str(gan), *seed, *dev],
               [str(gan_rel / "Model" / "latest.pth")]),
         Stage("generate", "draw one image per test caption",
               [py, "StackGAN/main.py", "--cfg", cfg.generator_config, "--data_dir", str(data),
                "--audio_switch", cfg.audio_switch, "--no-TRAIN.FLAG", "--eval_net_g",
-               str(gan / "Model" / "latest.pth"), *dev],
+               str(gan / "Model" / "latest.pth"), *seed, *dev],
               []),
         Stage("evaluate", "score the drawings and write report.html",
               [py, "evaluate.py", "--dataset", "shapes", "--data_root", str(data), "--images", "{images}",
